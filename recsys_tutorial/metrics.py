@@ -1,0 +1,104 @@
+"""Metrics as pure functions over arrays.
+
+Rating metrics compare predictions with true ratings. Ranking metrics start from *positions*: the
+0-based place of each held-out item in a user's ranked list (0 = top). With one held-out item per
+user (leave-one-out):
+
+    HR@K   = mean 1[pos < K]
+    NDCG@K = mean 1[pos < K] / log2(pos + 2)        (the ideal DCG of one relevant item is 1)
+    MRR    = mean 1 / (pos + 1)
+
+With several held-out items per user, Recall@K is the share of them in the top K, and NDCG@K divides
+by the ideal DCG of min(K, n_relevant) hits at the top.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = [
+    "rmse", "mae", "target_positions", "hit_rate", "ndcg", "mrr", "recall", "ranking_metrics",
+]  # fmt: skip
+
+
+def rmse(y_true, y_pred) -> float:
+    """Root mean squared error."""
+    y_true, y_pred = _pair(y_true, y_pred)
+    return float(np.sqrt(np.mean((y_true - y_pred) ** 2)))
+
+
+def mae(y_true, y_pred) -> float:
+    """Mean absolute error."""
+    y_true, y_pred = _pair(y_true, y_pred)
+    return float(np.mean(np.abs(y_true - y_pred)))
+
+
+def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    y_true = np.asarray(torch.as_tensor(y_true).detach().cpu(), dtype=np.float64)
+    y_pred = np.asarray(torch.as_tensor(y_pred).detach().cpu(), dtype=np.float64)
+    if y_true.shape != y_pred.shape or y_true.size == 0:
+        raise ValueError(f"need two non-empty arrays of one shape, got {y_true.shape} and {y_pred.shape}")
+    return y_true, y_pred
+
+
+def target_positions(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """0-based position of ``scores[rows, items]`` within its row, ties counted *against* the target.
+
+    Excluded items (e.g. already seen) must be set to ``-inf`` beforehand. Counting ties pessimistically
+    means a model that scores everything equally ranks every target last instead of looking lucky.
+
+    Parameters
+    ----------
+    scores : (B, n_items) tensor
+    rows, items : (P,) long tensors: the row and item of each held-out pair.
+    """
+    target = scores[rows, items]  # (P,)
+    if torch.isneginf(target).any():
+        raise ValueError("a held-out item was excluded (score -inf): do not mask the targets themselves")
+    at_or_above = (scores[rows] >= target[:, None]).sum(dim=1)  # (P,) includes the target itself
+    return at_or_above - 1
+
+
+def hit_rate(positions, k: int) -> float:
+    """HR@K for one held-out item per user."""
+    return float(np.mean(np.asarray(positions) < k))
+
+
+def ndcg(positions, k: int) -> float:
+    """NDCG@K for one held-out item per user."""
+    pos = np.asarray(positions, dtype=np.float64)
+    return float(np.mean(np.where(pos < k, 1.0 / np.log2(pos + 2.0), 0.0)))
+
+
+def mrr(positions) -> float:
+    """Mean reciprocal rank for one held-out item per user."""
+    return float(np.mean(1.0 / (np.asarray(positions, dtype=np.float64) + 1.0)))
+
+
+def recall(positions, groups, k: int) -> float:
+    """Recall@K: per user (``groups`` gives each position's user), the share of held-out items in the top K."""
+    pos, groups = np.asarray(positions), np.asarray(groups)
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    hits = np.bincount(inverse, weights=(pos < k).astype(float))
+    return float(np.mean(hits / counts))
+
+
+def ranking_metrics(positions, groups, k: int = 10) -> dict[str, float]:
+    """HR@K, NDCG@K, Recall@K and MRR for held-out items grouped by user (one or several per user)."""
+    pos, groups = np.asarray(positions, dtype=np.float64), np.asarray(groups)
+    if pos.shape != groups.shape or pos.size == 0:
+        raise ValueError("positions and groups must be non-empty arrays of one shape")
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    n = len(counts)
+    first = np.full(n, np.inf)
+    np.minimum.at(first, inverse, pos)
+    dcg = np.bincount(inverse, weights=np.where(pos < k, 1.0 / np.log2(pos + 2.0), 0.0), minlength=n)
+    ideal = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))[np.minimum(counts, k) - 1]
+    hits = np.bincount(inverse, weights=(pos < k).astype(float), minlength=n)
+    return {
+        f"HR@{k}": float(np.mean(first < k)),
+        f"NDCG@{k}": float(np.mean(dcg / ideal)),
+        f"Recall@{k}": float(np.mean(hits / counts)),
+        "MRR": float(np.mean(1.0 / (first + 1.0))),
+    }

@@ -1,0 +1,76 @@
+"""Plotting helpers: one style for every figure, labelled axes, a title that states the claim."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+__all__ = ["use_style", "axes", "bar", "line", "heatmap"]
+
+_STYLE = {
+    "figure.figsize": (7.0, 3.6),
+    "figure.dpi": 110,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "font.size": 10,
+}
+
+
+def use_style() -> None:
+    """Apply the series' matplotlib style (called by each notebook's first cell)."""
+    plt.rcParams.update(_STYLE)
+
+
+def axes(title: str, xlabel: str, ylabel: str, ax: plt.Axes | None = None, **subplots) -> plt.Axes:
+    """A labelled axes: every figure says what it shows and what the axes measure."""
+    if ax is None:
+        _, ax = plt.subplots(**subplots)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return ax
+
+
+def bar(labels: Sequence, values: Sequence[float], title: str, xlabel: str, ylabel: str, ax=None, **kw) -> plt.Axes:
+    """A bar chart of ``values`` by ``labels``."""
+    ax = axes(title, xlabel, ylabel, ax)
+    ax.bar([str(x) for x in labels], values, **kw)
+    ax.grid(axis="x", visible=False)
+    return ax
+
+
+def line(
+    x, ys: dict[str, Sequence[float]], title: str, xlabel: str, ylabel: str, ax=None, log: str = "", **kw
+) -> plt.Axes:
+    """One line per entry of ``ys`` (label -> values), with a legend; ``log`` may be "x", "y" or "xy"."""
+    ax = axes(title, xlabel, ylabel, ax)
+    for label, y in ys.items():
+        ax.plot(x, y, label=label, **kw)
+    if "x" in log:
+        ax.set_xscale("log")
+    if "y" in log:
+        ax.set_yscale("log")
+    if len(ys) > 1:
+        ax.legend(frameon=False)
+    return ax
+
+
+def heatmap(matrix, row_labels: Sequence, col_labels: Sequence, title: str, xlabel: str = "", ylabel: str = "",
+            ax=None, fmt: str = ".2f", cmap: str = "viridis") -> plt.Axes:  # fmt: skip
+    """A labelled heatmap with each cell's value written in it."""
+    matrix = np.asarray(matrix, dtype=float)
+    ax = axes(title, xlabel, ylabel, ax)
+    image = ax.imshow(matrix, cmap=cmap, aspect="auto")
+    ax.set_xticks(range(len(col_labels)), [str(c) for c in col_labels], rotation=30, ha="right")
+    ax.set_yticks(range(len(row_labels)), [str(r) for r in row_labels])
+    ax.grid(False)
+    threshold = np.nanmean(matrix)
+    for (r, c), v in np.ndenumerate(matrix):
+        ax.text(c, r, format(v, fmt), ha="center", va="center", fontsize=8,
+                color="white" if v < threshold else "black")  # fmt: skip
+    ax.figure.colorbar(image, ax=ax, shrink=0.8)
+    return ax
