@@ -47,6 +47,7 @@ PAGE_HTML = """<!doctype html>
 "use strict";
 const $ = (id) => document.getElementById(id);
 let previous = { key: null, items: new Set(), context: null };
+let models = {};
 
 async function getJSON(url) {
   const response = await fetch(url);
@@ -60,6 +61,9 @@ function fill(select, values, chosen) {
 }
 
 async function loadUsers() {
+  const stored = models[$("model").value].k;  // lists hold this many items: K can not exceed it
+  $("k").max = stored;
+  $("k").value = Math.min(Number($("k").value), stored);
   const data = await getJSON(`/users?model=${encodeURIComponent($("model").value)}`);
   fill($("user"), data.users, $("user").value || String(data.users[0]));
 }
@@ -111,7 +115,7 @@ async function show() {
 
 async function start() {
   try {
-    const models = await getJSON("/models");
+    models = await getJSON("/models");
     const names = Object.keys(models);
     const contextual = names.find((m) => !models[m].contexts.includes("any"));
     fill($("model"), names, contextual ?? names[0]);

@@ -150,7 +150,7 @@ class RecommendationStore:
             (model, context, int(user), int(k)),
         )
         names = [c[0] for c in cursor.description]
-        out = [dict(zip(names, row)) for row in cursor.fetchall()]
+        out = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         for row in out:
             row["genres"] = row["genres"].split("|") if row["genres"] else []
         return out
