@@ -28,8 +28,9 @@ data:
 		mkdir -p data/ml-100k && cp $(SHARED_ML100K)/* data/ml-100k/ && echo "seeded data/ml-100k from $(SHARED_ML100K)"; \
 	fi
 
+# --allow-root only where you are root (containers), which Jupyter otherwise refuses.
 lab: $(STAMP) data
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Unit tests, then every notebook top to bottom on a fresh kernel (nbmake). Headline metrics from this
 # run go to build/results so that the committed ones (from `make results`) stay as measured.

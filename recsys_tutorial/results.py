@@ -120,10 +120,10 @@ def render_readme(text: str, directory: Path | None = None) -> str:
     directory = directory or results_dir()
     blocks = {"notebooks": notebooks_table(directory), "metrics": metrics_table(directory)}
     for name, body in blocks.items():
-        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)", re.S)
         if not pattern.search(text):
             raise ValueError(f"README lacks the <!-- results:{name} --> ... <!-- /results:{name} --> markers")
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
     return text
 
 
