@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..utils import get_device
 from .base import Recommender, as_index, check_index
 
 __all__ = ["BiasBaseline", "MostPopular", "ContextPopularity"]
@@ -90,8 +91,10 @@ class ContextPopularity(Recommender):
         self.prior_strength = prior_strength
 
     def fit(
-        self, train: pd.DataFrame, n_users: int, n_items: int, n_contexts: int = 4, context: str = "context_id"
-    ) -> ContextPopularity:
+        self, train: pd.DataFrame, n_users: int, n_items: int, n_contexts: int = 4, context: str = "context_id",
+        device: torch.device | str | None = None,
+    ) -> ContextPopularity:  # fmt: skip
+        """Count items per context in ``train`` (encoded ``user``, ``item`` and a context-id column)."""
         if context not in train:
             raise ValueError(f"train has no {context!r} column: add one with recsys_tutorial.data.add_context")
         self.n_users, self.n_items, self.n_contexts = n_users, n_items, n_contexts
@@ -103,10 +106,12 @@ class ContextPopularity(Recommender):
         share = counts.sum(0) / max(len(items), 1)  # (n_items,): n_i / N
         beta = self.prior_strength
         self.scores_ = (counts + beta * share) / (counts.sum(1, keepdim=True) + beta)  # (n_contexts, n_items)
+        self.device = torch.device(device) if device is not None else get_device()
+        self.scores_ = self.scores_.to(self.device)  # scoring (and batch top-K) then runs on the chosen device
         self._remember_seen(train)
         return self
 
     def _score(self, users, contexts):
         if contexts is None:
             raise ValueError("ContextPopularity scores per context: call score(users, contexts)")
-        return self.scores_.to(users.device)[contexts]  # (B, n_items)
+        return self.scores_[contexts]  # (B, n_items)
