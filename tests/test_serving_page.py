@@ -54,10 +54,9 @@ def browser(tmp_path):
 
 
 def _rows(driver) -> list[tuple[str, str]]:
-    from selenium.webdriver.common.by import By
-
-    rows = driver.find_elements(By.CSS_SELECTOR, "#list tbody tr")
-    return [(r.get_attribute("data-item"), r.find_elements(By.TAG_NAME, "td")[1].text) for r in rows]
+    """(item id, title cell text) of each shown row, read in one script call: the page re-renders the table."""
+    script = "return [...document.querySelectorAll('#list tbody tr')].map(r => [r.dataset.item, r.cells[1].innerText])"
+    return [tuple(row) for row in driver.execute_script(script)]
 
 
 def test_choosing_a_time_of_day_changes_the_list(browser, tmp_path):
