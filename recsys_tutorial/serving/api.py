@@ -104,18 +104,21 @@ def create_app(db_path: str | Path | None = None) -> FastAPI:
         context: Annotated[Context | None, Query(description="time of day; context-free models ignore it")] = None,
         model: Annotated[str | None, Query(max_length=64, description="stored model (default: first)")] = None,
     ) -> dict:
-        stored = store.models()
-        model = _check_model(stored, model)
-        k = stored[model]["k"] if k is None else k
-        if k > stored[model]["k"]:
-            raise HTTPException(
-                422, f"k={k} exceeds the {stored[model]['k']} items stored per list for model {model!r}: "
-                f"rerun the pipeline with --k {k}",
-            )  # fmt: skip
-        if not store.has_user(user, model):
-            raise HTTPException(404, f"unknown user {user}: model {model!r} has no list for this user")
-        served = _pick_context(stored, model, context)
-        rows = store.recommendations(user, model, served, k)
+        with store.snapshot():  # one consistent view, even while a refresh commits
+            stored = store.models()
+            model = _check_model(stored, model)
+            k = stored[model]["k"] if k is None else k
+            if k > stored[model]["k"]:
+                raise HTTPException(
+                    422, f"k={k} exceeds the {stored[model]['k']} items stored per list for model {model!r}: "
+                    f"rerun the pipeline with --k {k}",
+                )  # fmt: skip
+            if not store.has_user(user, model):
+                raise HTTPException(404, f"unknown user {user}: model {model!r} has no list for this user")
+            served = _pick_context(stored, model, context)
+            rows = store.recommendations(user, model, served, k)
+        if not rows:
+            raise HTTPException(404, f"user {user} has no unseen items left for model {model!r} at {served!r}")
         generated_at = rows[0].pop("generated_at")
         for row in rows[1:]:
             row.pop("generated_at")

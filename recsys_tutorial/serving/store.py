@@ -9,9 +9,11 @@ cannot change the SQL.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -84,6 +86,15 @@ class RecommendationStore:
         if getattr(self._local, "db", None) is None:
             self._local.db = self._connect()
         return self._local.db
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Run this thread's reads inside one read transaction: they all see the same committed state."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
 
     def refresh(self, model: str, lists: pd.DataFrame, k: int, generated_at: str | None = None) -> str:
         """Replace every list of ``model`` by ``lists`` (columns user, context, rank, item, score) atomically.
