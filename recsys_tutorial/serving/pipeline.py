@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from ..data import TIME_OF_DAY, add_context, load_movielens
-from ..models import ContextPopularity, MostPopular, Recommender
+from ..models import ContextPopularity, ImplicitALS, MostPopular, Recommender
 from ..splits import IdMap, encode_ids
 from ..utils import seed_everything
 from .store import NO_CONTEXT, RecommendationStore
@@ -37,6 +37,10 @@ def _most_popular(train: pd.DataFrame, n_users: int, n_items: int) -> Recommende
     return MostPopular().fit(train, n_users, n_items)
 
 
+def _implicit_als(train: pd.DataFrame, n_users: int, n_items: int) -> Recommender:
+    return ImplicitALS().fit(train, n_users, n_items)  # notebook 01's MF for ranking, its tuned defaults
+
+
 def _context_popularity(train: pd.DataFrame, n_users: int, n_items: int) -> Recommender:
     return ContextPopularity().fit(train, n_users, n_items, n_contexts=len(TIME_OF_DAY))
 
@@ -45,6 +49,7 @@ def _context_popularity(train: pd.DataFrame, n_users: int, n_items: int) -> Reco
 # Add a model family here to make it available to the pipeline, the API and the page.
 TRAINERS: dict[str, Callable[[pd.DataFrame, int, int], Recommender]] = {
     "most-popular": _most_popular,
+    "implicit-als": _implicit_als,
     "context-popularity": _context_popularity,
 }
 
