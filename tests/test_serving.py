@@ -95,6 +95,22 @@ def test_context_popularity_counts_items_within_each_context():
         model.score([0], [4])
 
 
+def test_context_popularity_follows_the_recommender_contract():
+    train = pd.DataFrame({"user": [0, 0, 1, 2], "item": [0, 1, 1, 2], "context_id": [0, 1, 1, 1]})
+    model = ContextPopularity().fit(train, n_users=3, n_items=4, n_contexts=2, device="cpu")
+    assert model.score([0, 2], [1, 0]).shape == (2, 4)
+    items, _ = model.recommend([0], k=2, contexts=[1])
+    assert not set(items[0].tolist()) & {0, 1}  # seen items excluded
+    again = ContextPopularity().fit(train, n_users=3, n_items=4, n_contexts=2, device="cpu")
+    torch.testing.assert_close(model.score([0, 1, 2], [0, 1, 1]), again.score([0, 1, 2], [0, 1, 1]))
+    with pytest.raises(ValueError, match="scores per context"):
+        model.score([0])
+    with pytest.raises(ValueError, match="user id 3 is out of range"):
+        model.score([3], [0])
+    with pytest.raises(ValueError, match="no 'context_id' column"):
+        ContextPopularity().fit(train.drop(columns="context_id"), 3, 4)
+
+
 # ---------------------------------------------------------------- store
 
 
