@@ -108,7 +108,8 @@ async function show() {
   $("list").tBodies[0].replaceChildren(...rows);
   const changed = compare ? data.items.filter((it) => !previous.items.has(it.item)).length : null;
   $("summary").textContent = `${data.model}, user ${data.user}, ${data.context}: generated ${data.generated_at}` +
-    (compare ? ` | ${changed} of ${data.items.length} items differ from the ${previous.context} list` : "");
+    (compare ? ` | ${changed} of ${data.items.length} items differ from the ${previous.context} list` : "") +
+    (data.context === "any" ? " | this model ignores the time of day: one list for all" : "");
   $("summary").dataset.changed = changed ?? "";
   previous = { key, items: new Set(data.items.map((it) => it.item)), context: data.context };
 }
