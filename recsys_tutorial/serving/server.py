@@ -6,7 +6,9 @@ not shared with the caller's Python interpreter, binds 127.0.0.1 only, and is st
 
 from __future__ import annotations
 
+import atexit
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +18,16 @@ from pathlib import Path
 import httpx
 
 __all__ = ["free_port", "ApiServer"]
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if the parent (a notebook kernel, pytest) dies without stopping it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -43,8 +55,10 @@ class ApiServer:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         command = [sys.executable, "-m", "recsys_tutorial.serving.api", "--db", str(self.db_path)]
         self.process = subprocess.Popen(
-            [*command, "--port", str(self.port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+            [*command, "--port", str(self.port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )  # fmt: skip
+        atexit.register(self.stop)  # never leave a server behind, even if a notebook cell fails before stop()
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
