@@ -25,6 +25,7 @@ import torch
 
 from ..data import TIME_OF_DAY, add_context, load_movielens
 from ..models import ContextPopularity, ImplicitALS, MostPopular, Recommender
+from ..models.implicit_mf import IMPLICIT_ALS_ML100K
 from ..splits import IdMap, encode_ids
 from ..utils import seed_everything
 from .store import NO_CONTEXT, RecommendationStore
@@ -38,7 +39,7 @@ def _most_popular(train: pd.DataFrame, n_users: int, n_items: int) -> Recommende
 
 
 def _implicit_als(train: pd.DataFrame, n_users: int, n_items: int) -> Recommender:
-    return ImplicitALS().fit(train, n_users, n_items)  # notebook 01's MF for ranking, its tuned defaults
+    return ImplicitALS(IMPLICIT_ALS_ML100K).fit(train, n_users, n_items)  # notebook 01's MF, its ML-100K preset
 
 
 def _context_popularity(train: pd.DataFrame, n_users: int, n_items: int) -> Recommender:
