@@ -31,7 +31,7 @@ from .utils import get_device
 
 __all__ = [
     "RatingsTensor", "dense_tensor", "ratings_tensor", "float_mask", "cp", "tucker", "entries",
-    "cp_entries", "factor_match_score", "tensor_megabytes",
+    "cp_entries", "factor_match_score", "match_components", "tensor_megabytes",
 ]  # fmt: skip
 
 FLOAT32_TOL = 1e-6  # relative change in error below which float32 ALS is only rounding noise
@@ -153,6 +153,24 @@ def _unit_columns(factor) -> np.ndarray:
     return f / np.maximum(np.linalg.norm(f, axis=0, keepdims=True), 1e-12)
 
 
+def _congruence(true_factors, est_factors) -> np.ndarray:
+    true = [_unit_columns(f) for f in true_factors]
+    est = [_unit_columns(f) for f in est_factors]
+    if est[0].shape[1] != true[0].shape[1] or true[0].shape[1] > 8:
+        raise ValueError(f"need equal ranks of at most 8, got {true[0].shape[1]} and {est[0].shape[1]}")
+    cosine = np.ones((true[0].shape[1],) * 2)
+    for t, e in zip(true, est, strict=True):
+        cosine *= np.abs(t.T @ e)  # (rank, rank): congruence of true component k with estimated j
+    return cosine
+
+
+def match_components(true_factors, est_factors) -> list[int]:
+    """The permutation ``p`` pairing true component ``k`` with estimated component ``p[k]`` best."""
+    cosine = _congruence(true_factors, est_factors)
+    rank = cosine.shape[0]
+    return list(max(itertools.permutations(range(rank)), key=lambda p: cosine[np.arange(rank), list(p)].sum()))
+
+
 def factor_match_score(true_factors, est_factors) -> float:
     r"""Factor match score: mean over components of :math:`\prod_n |\cos(a^{(n)}_k, \hat a^{(n)}_{\pi(k)})|`.
 
@@ -164,15 +182,9 @@ def factor_match_score(true_factors, est_factors) -> float:
     ----------
     .. [1] E. Acar et al., "All-at-once optimization for coupled matrix and tensor factorizations", 2011.
     """
-    true = [_unit_columns(f) for f in true_factors]
-    est = [_unit_columns(f) for f in est_factors]
-    rank = true[0].shape[1]
-    if est[0].shape[1] != rank or rank > 8:
-        raise ValueError(f"need equal ranks of at most 8, got {rank} and {est[0].shape[1]}")
-    cosine = np.ones((rank, rank))
-    for t, e in zip(true, est, strict=True):
-        cosine *= np.abs(t.T @ e)  # (rank, rank): congruence of true k with estimated j
-    return max(np.mean(cosine[np.arange(rank), list(p)]) for p in itertools.permutations(range(rank)))
+    cosine = _congruence(true_factors, est_factors)
+    perm = match_components(true_factors, est_factors)
+    return float(np.mean(cosine[np.arange(len(perm)), perm]))
 
 
 def tensor_megabytes(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> float:
