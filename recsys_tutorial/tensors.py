@@ -138,14 +138,14 @@ def tucker(tensor: torch.Tensor, rank: tuple[int, ...], mask=None, n_iter: int =
 def cp_entries(cp_tensor, index: tuple[np.ndarray, ...]) -> torch.Tensor:
     """Entries :math:`\\sum_k \\lambda_k U_{uk} V_{ik} C_{ck}` of a CP tensor at index arrays (no dense tensor)."""
     weights, factors = cp_tensor
-    rows = [f[torch.as_tensor(np.asarray(i), device=f.device)] for f, i in zip(factors, index, strict=True)]
+    rows = [f[torch.as_tensor(np.array(i), device=f.device)] for f, i in zip(factors, index, strict=True)]
     prod = weights * torch.stack(rows).prod(0)  # (n_entries, rank)
     return prod.sum(1)
 
 
 def entries(tensor: torch.Tensor, index: tuple[np.ndarray, ...]) -> torch.Tensor:
     """``tensor[u, i, c]`` for index arrays (e.g. the held-out ratings), as a 1-D tensor."""
-    return tensor[tuple(torch.as_tensor(np.asarray(i), device=tensor.device) for i in index)]
+    return tensor[tuple(torch.as_tensor(np.array(i), device=tensor.device) for i in index)]
 
 
 def _unit_columns(factor) -> np.ndarray:
