@@ -308,3 +308,18 @@ def test_most_popular_has_no_context():
     model = MostPopular().fit(pd.DataFrame({"user": [0], "item": [0]}), 1, 2)
     with pytest.raises(ValueError, match="does not use context"):
         top_k(model, k=1, contexts=[0])
+
+
+def test_cp_trainer_excludes_every_rated_item_when_serving(monkeypatch):
+    """The CP trainer holds out each user's last interaction for early stopping, yet never recommends it."""
+    from recsys_tutorial.data import make_planted_data
+    from recsys_tutorial.models.cp import TensorModelConfig
+    from recsys_tutorial.serving import pipeline
+    from recsys_tutorial.splits import encode_ids
+
+    monkeypatch.setattr(pipeline, "CP_ML100K", TensorModelConfig(rank=4, loss="bce", epochs=1, batch_size=4096))
+    clicks, users, items = encode_ids(make_planted_data().interactions)
+    model = pipeline.TRAINERS["cp"](clicks, len(users), len(items))
+    assert model.n_contexts == 4
+    lists = top_k(model, k=5).lists
+    assert lists.merge(clicks[["user", "item"]], on=["user", "item"]).empty  # held-out items are excluded too
