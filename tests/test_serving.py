@@ -175,6 +175,12 @@ def test_context_free_model_serves_its_one_list_at_any_time(client):
     assert [it["item"] for it in body["items"]] == [6, 7, 8, 9, 10]
 
 
+def test_no_page_loads_scripts_from_a_cdn(client):
+    assert "<script src" not in client.get("/").text
+    assert client.get("/docs").status_code == 404  # FastAPI's docs page would fetch its scripts from a CDN
+    assert "/users/{user}/recommendations" in client.get("/openapi.json").json()["paths"]
+
+
 def test_item_details(client):
     assert client.get("/items/4").json()["genres"] == ["Comedy", "Romance"]
 

@@ -8,6 +8,7 @@ Endpoints (all read-only; the batch pipeline is the only writer)::
     GET /users?model=NAME                      users with stored lists
     GET /users/{user}/recommendations?k=&context=&model=
     GET /items/{item}                          title, year, genres
+    GET /openapi.json                          the API's schema
 
 Unknown users and items answer 404; bad parameters 422, both as ``{"detail": "<what and how to fix>"}``.
 Run it with ``python -m recsys_tutorial.serving.api --db data/recommendations.sqlite`` or
@@ -71,7 +72,9 @@ def _check_model(models: dict, model: str | None) -> str:
 def create_app(db_path: str | Path | None = None) -> FastAPI:
     """The FastAPI app over the store at ``db_path`` (default ``$RECSYS_TUTORIAL_DB``, else data/)."""
     store = RecommendationStore(db_path or os.environ.get("RECSYS_TUTORIAL_DB"))
-    app = FastAPI(title="recsys-tutorial recommendations", version="1")
+    # No /docs or /redoc: FastAPI's interactive docs load their scripts from a CDN, and this app works offline.
+    # The schema stays at /openapi.json.
+    app = FastAPI(title="recsys-tutorial recommendations", version="1", docs_url=None, redoc_url=None)
     app.state.store = store
 
     @app.exception_handler(RequestValidationError)
