@@ -49,8 +49,8 @@ def run(name: str, folds: list[int]) -> dict:
             model.fit(split.train, split.n_users, split.n_items)
         seconds.append(time.perf_counter() - start)
         pred = model.predict(split.test["user"], split.test["item"]).clamp(1, 5).cpu().numpy()
-        rmses.append(rmse(split.test["rating"].to_numpy(), pred))
-        maes.append(mae(split.test["rating"].to_numpy(), pred))
+        rmses.append(rmse(split.test["rating"].to_numpy(copy=True), pred))
+        maes.append(mae(split.test["rating"].to_numpy(copy=True), pred))
     config = dataclasses.asdict(model.config) if hasattr(model, "config") else {}
     return {
         "model": name, "folds": [f"u{k}" for k in folds],

@@ -120,7 +120,7 @@ class _RatingMF(Recommender):
     def evaluate(self, test: pd.DataFrame) -> dict[str, float]:
         """RMSE and MAE of the predictions on ``test`` (encoded ``user``, ``item``, ``rating``)."""
         pred = self.predict(test["user"], test["item"]).cpu().numpy()
-        truth = test["rating"].to_numpy()
+        truth = test["rating"].to_numpy(copy=True)  # writable: metrics wraps it in a tensor
         return {"RMSE": rmse(truth, pred), "MAE": float(np.mean(np.abs(truth - pred)))}
 
 
