@@ -50,7 +50,7 @@ def imputed_svd(R: torch.Tensor, mask: torch.Tensor, rank: int) -> tuple[torch.T
 
     By Eckart-Young the truncated SVD :math:`U_r \Sigma_r V_r^\top` is the best rank-``rank`` fit of a
     *complete* matrix in squared error, so on a fully observed ``R`` this is the closed-form answer.
-    With 94% of MovieLens missing, the filled-in means dominate what the SVD fits.
+    With most of MovieLens missing, the filled-in means dominate what the SVD fits.
 
     Returns
     -------
