@@ -272,18 +272,23 @@ class ALSMF(_RatingMF):
     r"""Biased MF fitted by alternating least squares with weighted-lambda regularisation.
 
     Fixing the item side ``[v_i, 1]``, each user's ``[u_u, b_u]`` is a ridge regression with a closed
-    form; all users are solved at once with one batched ``torch.linalg.solve``, then the items likewise:
+    form; all users are solved at once with one batched Cholesky solve, then the items likewise:
 
     .. math:: [u_u; b_u] = (Z_u^\top Z_u + \Lambda_u)^{-1} Z_u^\top (r_u - \mu - b_{I_u}), \quad
               \Lambda_u = \mathrm{diag}(\lambda n_u, \dots, \lambda n_u, \lambda_b)
 
-    ``n_restarts > 1`` averages models from several seeds; the average of their predictions is itself an
-    MF whose factors are the concatenated factors scaled by :math:`1/\sqrt{n}`, so ``U_``/``V_`` stay exact.
+    ``n_samples > 0`` continues after the sweeps with Gibbs draws: each ridge solution plus Gaussian noise
+    with covariance :math:`\sigma^2 (Z_u^\top Z_u + \Lambda_u)^{-1}`, the posterior of Bayesian PMF with fixed
+    priors [3]_, and averages the draws' predictions. ``n_restarts > 1`` averages models from several seeds.
+    An average of MF predictions is itself an MF whose factors are the concatenated factors scaled by
+    :math:`1/\sqrt{n}`, so ``U_``/``V_`` stay exact (their width is then rank x number of models averaged).
 
     References
     ----------
     .. [1] Y. Zhou et al., "Large-Scale Parallel Collaborative Filtering for the Netflix Prize", AAIM 2008.
     .. [2] Y. Koren, R. Bell and C. Volinsky, "Matrix Factorization Techniques for Recommender Systems", 2009.
+    .. [3] R. Salakhutdinov and A. Mnih, "Bayesian Probabilistic Matrix Factorization using Markov Chain
+       Monte Carlo", ICML 2008.
     """
 
     def __init__(self, config: ALSConfig | None = None, **overrides):
