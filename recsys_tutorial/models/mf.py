@@ -180,6 +180,7 @@ class BiasedMF(_RatingMF):
     def fit(
         self, train_df: pd.DataFrame, n_users: int, n_items: int, valid: pd.DataFrame | None = None, progress=True
     ) -> BiasedMF:
+        """Fit on ``train_df``; without ``valid``, a ``valid_fraction`` of it is held out for early stopping."""
         cfg, self.n_users, self.n_items, self.device = self.config, n_users, n_items, get_device()
         if valid is None and cfg.valid_fraction > 0:
             carved = random_holdout(train_df, test_fraction=cfg.valid_fraction, seed=cfg.seed)
@@ -197,25 +198,14 @@ class BiasedMF(_RatingMF):
             total = 0.0
             for batch in minibatches(len(ratings), cfg.batch_size, generator):
                 batch = batch.to(self.device)
-                u, i, r = users[batch], items[batch], ratings[batch]
-                error = ((net(u, i) - r) ** 2).mean()
-                penalty = cfg.reg * (net.U[u].pow(2).sum(-1) + net.V[i].pow(2).sum(-1)).mean()
-                penalty = penalty + cfg.reg_bias * (net.b_u[u].pow(2) + net.b_i[i].pow(2)).mean()
+                error, penalty = self._loss(net, users[batch], items[batch], ratings[batch])
                 optimizer.zero_grad()
                 (error + penalty).backward()
                 optimizer.step()
                 total += error.item() * len(batch)
-            return (total / len(ratings)) ** 0.5  # train RMSE (before the epoch's last steps)
+            return (total / len(ratings)) ** 0.5  # train RMSE, averaged over the epoch's batches
 
-        validate = None
-        if valid is not None and len(valid):
-            vu, vi = _checked_pairs(self, valid["user"], valid["item"])
-            vr = torch.tensor(valid["rating"].to_numpy(), dtype=torch.float32, device=self.device)
-
-            def validate() -> float:
-                with torch.no_grad():
-                    return float(((net(vu, vi).clamp(*self.clip) - vr) ** 2).mean().sqrt())
-
+        validate = self._validator(net, valid) if valid is not None and len(valid) else None
         self.history_: History = train(
             run_epoch, cfg.epochs, validate, module=net, patience=cfg.patience, higher_is_better=False,
             desc="biased MF (SGD)", progress=progress,
@@ -223,6 +213,24 @@ class BiasedMF(_RatingMF):
         self._export(net)
         self._remember_seen(train_df)
         return self
+
+    def _loss(self, net: _BiasedMFNet, users, items, ratings) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean squared error of a batch and its L2 penalty on the factors and biases it touches."""
+        cfg = self.config
+        error = ((net(users, items) - ratings) ** 2).mean()
+        penalty = cfg.reg * (net.U[users].pow(2).sum(-1) + net.V[items].pow(2).sum(-1)).mean()
+        return error, penalty + cfg.reg_bias * (net.b_u[users].pow(2) + net.b_i[items].pow(2)).mean()
+
+    def _validator(self, net: _BiasedMFNet, valid: pd.DataFrame):
+        """A callable returning the validation RMSE of ``net`` (predictions clipped to the rating scale)."""
+        users, items = _checked_pairs(self, valid["user"], valid["item"])
+        ratings = torch.tensor(valid["rating"].to_numpy(), dtype=torch.float32, device=self.device)
+
+        def validate() -> float:
+            with torch.no_grad():
+                return float(((net(users, items).clamp(*self.clip) - ratings) ** 2).mean().sqrt())
+
+        return validate
 
     def _export(self, net: _BiasedMFNet) -> None:
         self.mu_ = net.mu
