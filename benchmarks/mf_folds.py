@@ -1,8 +1,8 @@
 """Matrix factorization on ml-100k's five canonical folds u1..u5: one JSON line per model.
 
-Each line holds the model, its configuration, the mean, standard deviation and per-fold RMSE and MAE on
-``u{k}.test`` after fitting on ``u{k}.base``, and the fit seconds per fold, so that any other library
-can be run on the same folds and compared line by line::
+Each line holds the model, its configuration, the mean, sample standard deviation (ddof=1, as pandas
+in notebook 01) and per-fold RMSE and MAE on ``u{k}.test`` after fitting on ``u{k}.base``, and the fit
+seconds per fold, so that any other library can be run on the same folds and compared line by line::
 
     python benchmarks/mf_folds.py                     # every model, all five folds
     python benchmarks/mf_folds.py --models als_sampled --folds 1 2
@@ -49,12 +49,13 @@ def run(name: str, folds: list[int]) -> dict:
             model.fit(split.train, split.n_users, split.n_items)
         seconds.append(time.perf_counter() - start)
         pred = model.predict(split.test["user"], split.test["item"]).clamp(1, 5).cpu().numpy()
-        rmses.append(rmse(split.test["rating"].to_numpy(), pred))
-        maes.append(mae(split.test["rating"].to_numpy(), pred))
+        rmses.append(rmse(split.test["rating"].to_numpy(copy=True), pred))
+        maes.append(mae(split.test["rating"].to_numpy(copy=True), pred))
     config = dataclasses.asdict(model.config) if hasattr(model, "config") else {}
     return {
         "model": name, "folds": [f"u{k}" for k in folds],
-        "rmse_mean": round(float(np.mean(rmses)), 4), "rmse_std": round(float(np.std(rmses)), 4),
+        "rmse_mean": round(float(np.mean(rmses)), 4),
+        "rmse_std": round(float(np.std(rmses, ddof=1)), 4) if len(rmses) > 1 else 0.0,
         "rmse_per_fold": [round(x, 4) for x in rmses],
         "mae_mean": round(float(np.mean(maes)), 4), "mae_per_fold": [round(x, 4) for x in maes],
         "fit_seconds_per_fold": [round(x, 2) for x in seconds], "fit_seconds_mean": round(float(np.mean(seconds)), 2),
