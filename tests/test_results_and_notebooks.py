@@ -24,7 +24,7 @@ def test_render_readme_fills_the_marked_blocks(tmp_path):
     Recorder("99_example", directory=tmp_path).log("ndcg", 0.12345, "NDCG@10")
     text = "".join(f"<!-- results:{b} -->\nold\n<!-- /results:{b} -->\n" for b in ("notebooks", "metrics"))
     out = render_readme(text, tmp_path)
-    assert "| 99_example | NDCG@10 | 0.123 |" in out and "old" not in out
+    assert "| 99_example | NDCG@10 | 0.123 |" in out and "\nold\n" not in out
     with pytest.raises(ValueError, match="markers"):
         render_readme("no markers", tmp_path)
 
