@@ -120,8 +120,9 @@ def tucker(tensor: torch.Tensor, rank: tuple[int, ...], mask=None, n_iter: int =
            init: str = "random", seed: int = 0, return_errors: bool = False):  # fmt: skip
     r"""Tucker decomposition :math:`\mathcal{X} \approx \mathcal{G} \times_1 U \times_2 V \times_3 C` by HOOI.
 
-    Wraps :func:`tensorly.decomposition.tucker` (``init="svd"`` with ``n_iter=0``-like use is HOSVD)
-    with the same pitfalls fixed as :func:`cp`. With a mask the returned errors measure the fit to
+    Wraps :func:`tensorly.decomposition.tucker` with the same pitfalls fixed as :func:`cp`;
+    ``init="random"`` uses seeded random orthonormal factors (see :func:`_orthonormal_init`), ``"svd"``
+    the HOSVD (costly with a mask at scale). With a mask the returned errors measure the fit to
     the *imputed* tensor, never a held-out error.
 
     References
@@ -131,8 +132,22 @@ def tucker(tensor: torch.Tensor, rank: tuple[int, ...], mask=None, n_iter: int =
     """
     tl.set_backend("pytorch")
     mask = None if mask is None else float_mask(mask, tensor)
+    if init == "random":
+        init = _orthonormal_init(tensor if mask is None else tensor * mask, rank, seed)
     return tl_tucker(tensor, list(rank), n_iter_max=n_iter, init=init, tol=tol, random_state=seed, mask=mask,
                      return_errors=return_errors)  # fmt: skip
+
+
+def _orthonormal_init(tensor: torch.Tensor, rank: tuple[int, ...], seed: int):
+    """Random orthonormal factors and the core they project the (zero-filled) tensor to, a cheap HOSVD stand-in.
+
+    TensorLy's own random Tucker init draws a uniform core and factors, whose reconstruction is far from
+    the data's scale; with a mask, EM then imputes those huge values and HOOI never recovers.
+    """
+    g = torch.Generator().manual_seed(seed)
+    factors = [torch.linalg.qr(torch.randn(n, r, generator=g, dtype=tensor.dtype))[0].to(tensor.device)
+               for n, r in zip(tensor.shape, rank, strict=True)]  # fmt: skip
+    return tl.tucker_tensor.TuckerTensor((tl.tenalg.multi_mode_dot(tensor, factors, transpose=True), factors))
 
 
 def cp_entries(cp_tensor, index: tuple[np.ndarray, ...]) -> torch.Tensor:

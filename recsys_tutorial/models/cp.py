@@ -42,11 +42,12 @@ class TensorModelConfig:
     epochs: int = 40
     batch_size: int = 1024
     lr: float = 5e-3  # Adam
-    reg: float = 0.05  # L2 on the factor rows in each batch (context rows: on their distance from 1)
+    reg: float = 0.1  # L2 on the factor rows in each batch (context rows: on their distance from 1), as BiasedMF
+    reg_bias: float = 0.01  # biases need far less shrinkage than factors
     n_negatives: int = 4  # negatives per positive click (bce only)
     biases: bool = True
     patience: int = 3  # epochs without validation improvement before stopping
-    init_std: float = 0.1
+    init_std: float = 0.01  # small start: the model begins as the bias baseline
     seed: int = 0
 
     def __post_init__(self):
@@ -148,7 +149,8 @@ class ContextFactorModel(Recommender):
 
     def _mse_step(self, u, i, c, r, generator):
         loss = torch.nn.functional.mse_loss(self._pairs(u, i, c), r)
-        return loss + self.config.reg * self.net_.penalty(u, i, c)
+        bias_penalty = (self.net_.b_u[u].pow(2) + self.net_.b_i[i].pow(2)).mean()
+        return loss + self.config.reg * self.net_.penalty(u, i, c) + self.config.reg_bias * bias_penalty
 
     def _bce_step(self, u, i, c, r, generator):
         neg = sample_negatives(self.n_items, (len(u), self.config.n_negatives), generator, self.device)  # (B, K)
