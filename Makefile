@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 SHARED_ML100K ?= ../shared/data/ml-100k
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test data results readme lint format clean
+.PHONY: lab test data results results-quick readme html slides lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,9 @@ data:
 		mkdir -p data/ml-100k && cp $(SHARED_ML100K)/* data/ml-100k/ && echo "seeded data/ml-100k from $(SHARED_ML100K)"; \
 	fi
 
+# --allow-root only where you are root (containers), which Jupyter otherwise refuses.
 lab: $(STAMP) data
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Unit tests, then every notebook top to bottom on a fresh kernel (nbmake). Headline metrics from this
 # run go to build/results so that the committed ones (from `make results`) stay as measured.
@@ -41,6 +42,18 @@ test: $(STAMP) data
 # Re-measure: execute every notebook, record its metrics and wall time, regenerate the README tables.
 results: $(STAMP) data
 	$(BIN)/python -m recsys_tutorial.results run
+
+# The same with QUICK=1 (smaller sizes, same code): records each notebook's QUICK run time only.
+results-quick: $(STAMP) data
+	$(BIN)/python -m recsys_tutorial.results run --quick
+
+# A reading copy: every notebook executed, as HTML with figures, plus build/html/index.html. Offline.
+html: $(STAMP) data
+	$(BIN)/python -m recsys_tutorial.publish html
+
+# Slide decks for class: build/slides/NN_*.html, one "##" section per slide; open the file, no network.
+slides: $(STAMP) data
+	$(BIN)/python -m recsys_tutorial.publish slides
 
 readme: $(STAMP)
 	$(BIN)/python -m recsys_tutorial.results readme

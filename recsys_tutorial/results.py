@@ -6,6 +6,7 @@ every notebook on a fresh kernel, adds its measured wall time, and regenerates t
 between the ``<!-- results:... -->`` markers::
 
     python -m recsys_tutorial.results run      # execute notebooks, record run times, render README
+    python -m recsys_tutorial.results run --quick   # the same with QUICK=1: record only the QUICK run times
     python -m recsys_tutorial.results readme   # re-render README from the JSON files only
     python -m recsys_tutorial.results check    # exit 1 if the README is out of date
 """
@@ -63,9 +64,23 @@ class Recorder:
         previous = _read_json(self.path)
         self.payload = {
             "notebook": notebook,
-            "runtime_s": previous.get("runtime_s"),  # filled in by `results run`, kept across re-logs
+            # filled in by `results run` (with and without --quick), kept when the notebook re-logs
+            "runtime_s": previous.get("runtime_s"),
+            "runtime_quick_s": previous.get("runtime_quick_s"),
             "metrics": {},
         }
+
+    def __repr__(self) -> str:
+        committed = NOTEBOOKS / "results"  # the measured run times shipped with the repository
+        full, quick = (
+            _read_json(committed / f"{self.payload['notebook']}.json").get(k) for k in ("runtime_s", "runtime_quick_s")
+        )
+        measured = (
+            f"last measured run: {_fmt_runtime(full)} (QUICK: {_fmt_runtime(quick)}) on {_describe_machine(committed)}"
+            if full
+            else "run time not measured yet (make results)"
+        )
+        return f"Recorder({self.payload['notebook']!r}): {measured}"
 
     def log(self, key: str, value: float, label: str, fmt: str = ".3f"):
         """Record ``value`` under ``key`` with a human label; returns ``value`` so a cell can show it."""
@@ -96,11 +111,12 @@ def _fmt_runtime(seconds) -> str:
 
 
 def notebooks_table(directory: Path) -> str:
-    rows = ["| Notebook | What it teaches | Run time (CPU) |", "| --- | --- | --- |"]
+    rows = ["| Notebook | What it teaches | Run time (CPU) | QUICK run time |", "| --- | --- | --- | --- |"]
     for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         title, summary = _notebook_summary(path)
-        runtime = _read_json(directory / f"{path.stem}.json").get("runtime_s")
-        rows.append(f"| [{title}](notebooks/{path.name}) | {summary} | {_fmt_runtime(runtime)} |")
+        payload = _read_json(directory / f"{path.stem}.json")
+        runtimes = " | ".join(_fmt_runtime(payload.get(key)) for key in ("runtime_s", "runtime_quick_s"))
+        rows.append(f"| [{title}](notebooks/{path.name}) | {summary} | {runtimes} |")
     return "\n".join(rows)
 
 
@@ -110,8 +126,7 @@ def metrics_table(directory: Path) -> str:
         payload = _read_json(path)
         for m in payload.get("metrics", {}).values():
             rows.append(f"| {payload['notebook']} | {m['label']} | {format(m['value'], m['fmt'])} |")
-    machine = _read_json(directory / "machine.json")
-    note = f"\n\nMeasured on: {machine['description']}." if machine else ""
+    note = f"\n\nMeasured on: {_describe_machine(directory)}."
     return "\n".join(rows) + note
 
 
@@ -120,32 +135,37 @@ def render_readme(text: str, directory: Path | None = None) -> str:
     directory = directory or results_dir()
     blocks = {"notebooks": notebooks_table(directory), "metrics": metrics_table(directory)}
     for name, body in blocks.items():
-        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)", re.S)
         if not pattern.search(text):
             raise ValueError(f"README lacks the <!-- results:{name} --> ... <!-- /results:{name} --> markers")
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
     return text
 
 
-def run_notebooks(paths: list[Path], directory: Path | None = None, timeout: int = 1800) -> None:
-    """Execute each notebook on a fresh kernel (outputs discarded) and record its wall time."""
-    import nbformat
-    from nbclient import NotebookClient
+def run_notebooks(paths: list[Path], directory: Path | None = None, quick: bool = False) -> None:
+    """Execute each notebook on a fresh kernel and record its wall time (``runtime_quick_s`` with ``quick``).
+
+    A full run records the notebook's metrics too; a QUICK run records only its time, so the headline
+    numbers always come from the full lesson.
+    """
+    from .publish import BUILD, execute
 
     directory = directory or results_dir()
     for path in paths:
-        nb = nbformat.read(path, as_version=4)
         start = time.perf_counter()
-        NotebookClient(
-            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-        ).execute()
+        execute(path, quick=quick, results=BUILD / "quick-results" if quick else directory, use_cache=False)
         elapsed = time.perf_counter() - start
         out = directory / f"{path.stem}.json"
         payload = _read_json(out) or {"notebook": path.stem, "metrics": {}}
-        payload["runtime_s"] = round(elapsed, 1)
+        payload["runtime_quick_s" if quick else "runtime_s"] = round(elapsed, 1)
         _write_json(out, payload)
-        print(f"{path.name}: {elapsed:.1f} s", flush=True)
-    _write_json(directory / "machine.json", {"description": _machine(), "date": dt.date.today().isoformat()})
+        print(f"{path.name}{' (QUICK)' if quick else ''}: {elapsed:.1f} s", flush=True)
+    if not quick:
+        _write_json(directory / "machine.json", {"description": _machine(), "date": dt.date.today().isoformat()})
+
+
+def _describe_machine(directory: Path) -> str:
+    return _read_json(directory / "machine.json").get("description", "an unrecorded machine")
 
 
 def _machine() -> str:
@@ -162,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recsys_tutorial.results", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["run", "readme", "check"])
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: all in notebooks/)")
+    parser.add_argument("--quick", action="store_true", help="run with QUICK=1 and record only the run time")
     args = parser.parse_args(argv)
     if args.command == "run":
-        paths = [Path(p) for p in args.notebooks] or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-        run_notebooks(paths)
+        paths = [Path(p).resolve() for p in args.notebooks] or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+        run_notebooks(paths, quick=args.quick)
     current = README.read_text(encoding="utf-8")
     fresh = render_readme(current)
     if args.command == "check":

@@ -44,6 +44,6 @@ def add_context(ratings: pd.DataFrame, column: str = "timestamp") -> pd.DataFram
     out["hour"] = ts.dt.hour.astype("int64")
     out["context_id"] = time_of_day(out["hour"])
     out["time_of_day"] = pd.Categorical.from_codes(out["context_id"].to_numpy(), categories=list(TIME_OF_DAY))
-    out["weekday"] = ts.dt.weekday.astype("int64")
+    out["weekday"] = ts.dt.day_of_week.astype("int64")
     out["is_weekend"] = out["weekday"] >= 5
     return out

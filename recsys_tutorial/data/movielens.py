@@ -195,7 +195,7 @@ def _extract(archive: Path, folder: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _verified_archive(variant: str, root: Path, download: bool) -> Path:
+def _verified_archive(variant: str, root: Path, download: bool, missing: list[str]) -> Path:
     archive = root / f"ml-{variant}.zip"
     expected = ARCHIVE_MD5[variant]
     if archive.is_file():
@@ -206,10 +206,11 @@ def _verified_archive(variant: str, root: Path, download: bool) -> Path:
             f"{archive} has MD5 {actual}, expected {expected}. Delete it so the loader can fetch "
             "a fresh copy. " + _where_to_put(variant, root)
         )
+    folder = root / f"ml-{variant}"
+    what = f"{folder} lacks {', '.join(missing[:5])}" if missing else f"{folder} is not there yet"
     if not download:
-        missing = root / f"ml-{variant}"
         raise DataIntegrityError(
-            f"MovieLens-{variant.upper()} is not in {missing} and downloading is switched off. "
+            f"MovieLens-{variant.upper()} is not available offline: {what}, and downloading is switched off. "
             + _where_to_put(variant, root)
         )
     _download(f"{BASE_URL}/ml-{variant}.zip", archive, expected)
@@ -227,14 +228,14 @@ def ensure_movielens(variant: str = "100k", root: str | os.PathLike | None = Non
         raise ValueError(f"unknown MovieLens variant {variant!r}: choose one of {sorted(ARCHIVE_MD5)}")
     root = data_dir(root)
     folder = root / f"ml-{variant}"
-    complete = all((folder / name).is_file() for name in REQUIRED_FILES[variant])
+    missing = [name for name in REQUIRED_FILES[variant] if not (folder / name).is_file()]
     if variant == "100k":
-        if not complete:
-            _extract(_verified_archive(variant, root, download), folder)
+        if missing:
+            _extract(_verified_archive(variant, root, download, missing), folder)
         verify_ml100k(folder)
         return folder
-    archive = _verified_archive(variant, root, download)
-    if not complete:
+    archive = _verified_archive(variant, root, download, missing)
+    if missing:
         _extract(archive, folder)
     return folder
 

@@ -2,5 +2,10 @@
 
 from .base import Recommender, as_index, check_index
 from .baselines import BiasBaseline, MostPopular
+from .implicit_mf import ImplicitALS, ImplicitALSConfig
+from .mf import ALSMF, ALSConfig, BiasedMF, BiasedMFConfig, ImputedSVD, imputed_svd, similar_items
 
-__all__ = ["Recommender", "as_index", "check_index", "BiasBaseline", "MostPopular"]
+__all__ = [
+    "Recommender", "as_index", "check_index", "BiasBaseline", "MostPopular", "ImputedSVD", "imputed_svd",
+    "BiasedMF", "BiasedMFConfig", "ALSMF", "ALSConfig", "ImplicitALS", "ImplicitALSConfig", "similar_items",
+]  # fmt: skip

@@ -1,0 +1,55 @@
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from recsys_tutorial.results import README, Recorder, render_readme
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_recorder_writes_json_atomically(tmp_path):
+    rec = Recorder("99_example", directory=tmp_path)
+    assert rec.log("ndcg", 0.12345, "NDCG@10") == 0.12345
+    payload = json.loads((tmp_path / "99_example.json").read_text())
+    assert payload["metrics"]["ndcg"] == {"label": "NDCG@10", "value": 0.12345, "fmt": ".3f"}
+    assert [p.name for p in tmp_path.iterdir()] == ["99_example.json"]  # no temporary file left behind
+    with pytest.raises(ValueError, match="should look like"):
+        Recorder("Example Notebook", directory=tmp_path)
+
+
+def test_render_readme_fills_the_marked_blocks(tmp_path):
+    Recorder("99_example", directory=tmp_path).log("ndcg", 0.12345, "NDCG@10")
+    text = "".join(f"<!-- results:{b} -->\nold\n<!-- /results:{b} -->\n" for b in ("notebooks", "metrics"))
+    out = render_readme(text, tmp_path)
+    assert "| 99_example | NDCG@10 | 0.123 |" in out and "old" not in out
+    with pytest.raises(ValueError, match="markers"):
+        render_readme("no markers", tmp_path)
+
+
+def test_readme_tables_match_the_recorded_results():
+    """Nothing in the README's tables is typed by hand: they are exactly what the recorded results render to."""
+    text = README.read_text(encoding="utf-8")
+    assert render_readme(text, ROOT / "notebooks" / "results") == text, "run `make readme` (or `make results`)"
+
+
+def test_every_notebook_has_a_recorded_result_file():
+    for path in NOTEBOOKS:
+        assert (ROOT / "notebooks" / "results" / f"{path.stem}.json").is_file(), f"run `make results` for {path.name}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_stored_stripped_and_well_formed(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs before committing"
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith(f"# {path.stem[:2]}")
+    assert any(line.startswith("> ") for line in first.source.splitlines()), "first cell needs a '> ' summary line"
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "recsys_tutorial" in code and "Recorder(" in code
