@@ -122,3 +122,14 @@ def test_bad_config_raises():
         SASRecConfig(loss="mse")
     with pytest.raises(ValueError, match="divisible"):
         SASRecConfig(dim=10, n_heads=3)
+
+
+def test_item_init_sets_embeddings_and_checks_shape():
+    df = tiny_interactions()
+    V = torch.randn(N_ITEMS, 16)
+    model = SASRec(SASRecConfig(max_len=8, dim=16, epochs=1, lr=1e-12), device="cpu", progress=False)
+    model.fit(df, N_USERS, N_ITEMS, item_init=V)
+    weights = model.net.item.weight.detach()[1:]
+    torch.testing.assert_close(weights / weights.std(), V / V.std(), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="rank=16"):
+        model.fit(df, N_USERS, N_ITEMS, item_init=torch.randn(N_ITEMS, 8))

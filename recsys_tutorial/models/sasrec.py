@@ -215,12 +215,26 @@ class SASRec(Recommender):
         self.config, self.progress = config or SASRecConfig(), progress
         self.device = torch.device(device) if device is not None else get_device()
 
-    def fit(self, train_df: pd.DataFrame, n_users: int, n_items: int, valid: pd.DataFrame | None = None) -> SASRec:
+    def fit(
+        self,
+        train_df: pd.DataFrame,
+        n_users: int,
+        n_items: int,
+        valid: pd.DataFrame | None = None,
+        item_init: torch.Tensor | None = None,
+    ) -> SASRec:
+        """Train on ``train_df`` (encoded, with timestamps); ``valid`` drives early stopping.
+
+        ``item_init`` (n_items, dim), e.g. MF item factors ``V_``, initialises the item embeddings
+        (rescaled to the default initialisation's size): the hybrid of notebook 05.
+        """
         cfg = self.config
         self.n_users, self.n_items = n_users, n_items
         generator = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)  # weight initialisation and dropout
         self.net = SASRecNet(n_items, n_users, cfg).to(self.device)
+        if item_init is not None:
+            self._init_items(torch.as_tensor(item_init, dtype=torch.float32))
         optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         users, inputs, targets = self._training_pairs(train_df)
         loss_fn = ce_loss if cfg.loss == "ce" else bce_loss
@@ -256,6 +270,15 @@ class SASRec(Recommender):
         self.net.eval()
         self.set_history(pd.concat([train_df, valid]) if valid is not None else train_df)
         return self
+
+    def _init_items(self, V: torch.Tensor) -> None:
+        if V.shape != (self.n_items, self.config.dim):
+            raise ValueError(
+                f"item_init has shape {tuple(V.shape)}, expected ({self.n_items}, {self.config.dim}): "
+                f"fit the factors with rank={self.config.dim} or set SASRecConfig(dim={V.shape[-1]})"
+            )
+        with torch.no_grad():  # same overall scale as the random initialisation, std D^-1/2
+            self.net.item.weight[1:] = (V / V.std() * self.config.dim**-0.5).to(self.device)
 
     def _training_pairs(self, train_df: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inputs s_1..s_{n-1} and targets s_2..s_n cut into windows of at most T, left-padded, each (N, T).
