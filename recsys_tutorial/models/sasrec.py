@@ -49,17 +49,17 @@ class SASRecConfig:
     """Hyperparameters of :class:`SASRec` (defaults chosen on the ML-100K validation item only)."""
 
     max_len: int = 50  # T: longer histories are cut into windows of T for training; scoring reads the last T
-    dim: int = 64  # D: item, position and hidden size
+    dim: int = 32  # D: item, position and hidden size; 32 trains ~3x faster per epoch than 64 on a CPU
     n_blocks: int = 2  # two attention blocks, as in SASRec
     n_heads: int = 1  # one head reads most easily; D must divide by it
     dropout: float = 0.2  # on embeddings and residual branches
     loss: str = "ce"  # "ce": softmax over all items; "bce": one sampled negative per position (SASRec)
     use_user: bool = False  # add a user embedding to the output, as in the brief's sketch
-    lr: float = 1e-3  # Adam
+    lr: float = 5e-3  # Adam; with pre-LayerNorm a small model takes a large step (faster than 3e-3 on validation)
     weight_decay: float = 0.0
-    batch_size: int = 64  # training windows per step
-    epochs: int = 200  # an upper bound: early stopping on validation NDCG@10 ends training sooner
-    patience: int = 5  # validation checks without improvement before stopping
+    batch_size: int = 64  # training windows per step: ~50 steps per ML-100K epoch
+    epochs: int = 20  # an upper bound sized for the 180 s training budget; early stopping may end sooner
+    patience: int = 3  # epochs without a better validation NDCG@10 before stopping
     seed: int = 0
 
     def __post_init__(self):
