@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 SHARED_ML100K ?= ../shared/data/ml-100k
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test data results results-quick readme html slides lint format clean
+.PHONY: lab test data results results-quick readme html slides serve lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ html: $(STAMP) data
 # Slide decks for class: build/slides/NN_*.html, one "##" section per slide; open the file, no network.
 slides: $(STAMP) data
 	$(BIN)/python -m recsys_tutorial.publish slides
+
+# Notebook 06 as a product: refresh the top-K store with the batch pipeline, then serve the API and page on
+# http://127.0.0.1:8000 (Ctrl-C stops it). MODEL is one of the pipeline's --model choices.
+MODEL ?= implicit-als
+serve: $(STAMP) data
+	$(BIN)/python -m recsys_tutorial.serving.pipeline --model $(MODEL) --k 10
+	$(BIN)/python -m recsys_tutorial.serving.api
 
 readme: $(STAMP)
 	$(BIN)/python -m recsys_tutorial.results readme

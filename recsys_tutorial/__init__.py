@@ -6,7 +6,8 @@ Laid out like the series: ``data`` (MovieLens, context, planted synthetic data),
 ``utils`` (seeding, the device).
 """
 
+from . import plotting
 from .utils import get_device, seed_everything, setup, use_tensorly
 
 __version__ = "0.1.0"
-__all__ = ["get_device", "seed_everything", "setup", "use_tensorly", "__version__"]
+__all__ = ["plotting", "get_device", "seed_everything", "setup", "use_tensorly", "__version__"]

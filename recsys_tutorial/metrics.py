@@ -34,9 +34,14 @@ def mae(y_true, y_pred) -> float:
     return float(np.mean(np.abs(y_true - y_pred)))
 
 
+def _as_float64(values) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.array(values, dtype=np.float64)  # a copy: pandas' read-only buffers are fine
+
+
 def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
-    y_true = np.asarray(torch.as_tensor(y_true).detach().cpu(), dtype=np.float64)
-    y_pred = np.asarray(torch.as_tensor(y_pred).detach().cpu(), dtype=np.float64)
+    y_true, y_pred = _as_float64(y_true), _as_float64(y_pred)
     if y_true.shape != y_pred.shape or y_true.size == 0:
         raise ValueError(f"need two non-empty arrays of one shape, got {y_true.shape} and {y_pred.shape}")
     return y_true, y_pred

@@ -1,0 +1,232 @@
+r"""Context-aware CP as an embedding model, trained on observed entries only.
+
+The score of user :math:`u`, item :math:`i` in context :math:`c` is one entry of a rank-:math:`R` CP tensor,
+
+.. math:: \hat x_{uic} = \mu + b_u + b_i + \sum_{k=1}^{R} U_{uk}\, V_{ik}\, C_{ck},
+
+learnt by minibatch gradient descent on the interactions we have, never on a dense tensor full of
+zeros. With ``loss="mse"`` it predicts ratings; with ``loss="bce"`` it scores implicit clicks against
+sampled negatives. Context factors start at 1, where the model *is* matrix factorisation
+(:math:`\sum_k U_{uk} V_{ik}`), and are regularised towards 1, so context has to earn its keep.
+With a single context the model is exactly MF.
+
+:class:`ContextFactorModel` holds what CP and Tucker (:mod:`.tucker`) share: biases, the training loop
+and the :class:`~recsys_tutorial.models.base.Recommender` contract; subclasses define
+:meth:`~_CPNet.query`, the vector a (user, context) pair is matched against item factors with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..evaluation import evaluate_ranking
+from ..splits import seen_items
+from ..training import History, minibatches, sample_negatives, train
+from ..utils import get_device
+from .base import Recommender, as_index, check_index
+
+__all__ = ["TensorModelConfig", "ContextFactorModel", "CPModel"]
+
+
+@dataclass(frozen=True)
+class TensorModelConfig:
+    """Training knobs shared by :class:`CPModel` and :class:`~.tucker.TuckerModel`."""
+
+    rank: int = 16
+    loss: str = "mse"  # "mse": explicit ratings; "bce": implicit clicks with sampled negatives
+    epochs: int = 40
+    batch_size: int = 1024
+    lr: float = 5e-3  # Adam
+    reg: float = 0.05  # L2 on the factor rows in each batch (context rows: on their distance from 1)
+    n_negatives: int = 4  # negatives per positive click (bce only)
+    biases: bool = True
+    patience: int = 3  # epochs without validation improvement before stopping
+    init_std: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.loss not in ("mse", "bce"):
+            raise ValueError(f"loss must be 'mse' (ratings) or 'bce' (implicit clicks), got {self.loss!r}")
+        if self.rank < 1:
+            raise ValueError(f"rank must be at least 1, got {self.rank}")
+
+
+class _CPNet(nn.Module):
+    """Factors U (n_users, R), V (n_items, R), C (n_contexts, R) and biases."""
+
+    def __init__(self, n_users, n_items, n_contexts, cfg: TensorModelConfig, generator: torch.Generator):
+        super().__init__()
+        r, std = cfg.rank, cfg.init_std
+        self.U = nn.Parameter(torch.randn(n_users, r, generator=generator) * std)
+        self.V = nn.Parameter(torch.randn(n_items, r, generator=generator) * std)
+        self.C = nn.Parameter(1 + 0.01 * torch.randn(n_contexts, r, generator=generator))  # starts as MF
+        self.b_u, self.b_i = nn.Parameter(torch.zeros(n_users)), nn.Parameter(torch.zeros(n_items))
+        self.mu = nn.Parameter(torch.zeros(()))
+
+    def query(self, users, contexts) -> torch.Tensor:
+        return self.U[users] * self.C[contexts]  # (B, R): sum_k U_uk C_ck V_ik = <query, V_i>
+
+    def penalty(self, users, items, contexts) -> torch.Tensor:
+        return (
+            self.U[users].pow(2).sum(-1).mean()
+            + self.V[items].pow(2).sum(-1).mean()
+            + (self.C[contexts] - 1).pow(2).sum(-1).mean()
+        )
+
+
+class ContextFactorModel(Recommender):
+    """Base for embedding tensor models: ``fit(train, n_users, n_items, n_contexts) -> self``; see :class:`CPModel`."""
+
+    _net_class: type[nn.Module] = _CPNet
+
+    def __init__(self, config: TensorModelConfig | None = None, **overrides):
+        self.config = TensorModelConfig(**{**(config.__dict__ if config else {}), **overrides})
+
+    def _make_net(self, generator):
+        return self._net_class(self.n_users, self.n_items, self.n_contexts, self.config, generator)
+
+    def _columns(self, df: pd.DataFrame):
+        cols = [as_index(df["user"]), as_index(df["item"]), as_index(self._contexts_of(df))]
+        sizes = (self.n_users, self.n_items, self.n_contexts)
+        for values, n, name in zip(cols, sizes, ("user", "item", "context"), strict=True):
+            check_index(values, n, name)
+        return [c.to(self.device) for c in cols]
+
+    def _contexts_of(self, df: pd.DataFrame):
+        if self.context is None:
+            return np.zeros(len(df), dtype=np.int64)
+        if self.context not in df:
+            raise ValueError(f"no {self.context!r} column: add it (rt.data.add_context) or pass context=None")
+        return df[self.context].to_numpy()
+
+    def fit(self, train: pd.DataFrame, n_users: int, n_items: int, n_contexts: int = 1,
+            context: str | None = "context_id", valid: pd.DataFrame | None = None,
+            progress: bool = True) -> ContextFactorModel:  # fmt: skip
+        """Train on the observed rows of ``train`` (``user, item, <context>[, rating]``).
+
+        ``n_contexts=1`` (or ``context=None``) ignores context: the model is then matrix factorisation.
+        With ``valid``, training stops early on validation RMSE (mse) or NDCG@10 (bce).
+        """
+        self.n_users, self.n_items, self.n_contexts = n_users, n_items, n_contexts
+        self.context = context if n_contexts > 1 else None
+        self.device = get_device()
+        generator = torch.Generator().manual_seed(self.config.seed)
+        self.net_ = self._make_net(generator).to(self.device)
+        users, items, contexts = self._columns(train)
+        ratings = None
+        if self.config.loss == "mse":
+            ratings = torch.as_tensor(train["rating"].to_numpy(np.float32, copy=True), device=self.device)
+            with torch.no_grad():
+                self.net_.mu.fill_(float(ratings.mean()))
+        if not self.config.biases:
+            for bias in (self.net_.b_u, self.net_.b_i, self.net_.mu):
+                bias.requires_grad_(False)
+        optimizer = torch.optim.Adam([p for p in self.net_.parameters() if p.requires_grad], lr=self.config.lr)
+        step = self._mse_step if ratings is not None else self._bce_step
+
+        def run_epoch(epoch: int) -> float:
+            self.net_.train()
+            losses = []
+            for idx in minibatches(len(users), self.config.batch_size, generator):
+                loss = step(users[idx], items[idx], contexts[idx], None if ratings is None else ratings[idx], generator)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            return float(np.mean(losses))
+
+        self._remember_seen(train)
+        validate = None if valid is None or len(valid) == 0 else self._validator(train, valid)
+        self.history_: History = train_loop(run_epoch, self.config, validate, self.net_, type(self).__name__, progress)
+        self.net_.eval()
+        return self
+
+    def _mse_step(self, u, i, c, r, generator):
+        loss = torch.nn.functional.mse_loss(self._pairs(u, i, c), r)
+        return loss + self.config.reg * self.net_.penalty(u, i, c)
+
+    def _bce_step(self, u, i, c, r, generator):
+        neg = sample_negatives(self.n_items, (len(u), self.config.n_negatives), generator, self.device)  # (B, K)
+        pos_logit, neg_logit = self._pairs(u, i, c), self._pairs(u, neg, c)  # (B,), (B, K)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        loss = bce(pos_logit, torch.ones_like(pos_logit)) + bce(neg_logit, torch.zeros_like(neg_logit))
+        return loss + self.config.reg * self.net_.penalty(u, torch.cat([i[:, None], neg], 1), c)
+
+    def _validator(self, train: pd.DataFrame, valid: pd.DataFrame):
+        if self.config.loss == "mse":
+            u, i, c = self._columns(valid)
+            r = torch.as_tensor(valid["rating"].to_numpy(np.float32, copy=True), device=self.device)
+
+            def rmse() -> float:
+                with torch.no_grad():
+                    return float((self._pairs(u, i, c) - r).pow(2).mean().sqrt())
+
+            return rmse
+        exclude = seen_items(train, self.n_users, self.n_items)
+        ctx = self.context
+        return lambda: evaluate_ranking(self.score, valid, exclude, context=ctx)["NDCG@10"]
+
+    def _pairs(self, users, items, contexts) -> torch.Tensor:
+        """Scores of (user, item, context) triples; ``items`` may be (B,) or (B, K) with users/contexts (B,)."""
+        net = self.net_
+        q = net.query(users, contexts)  # (B, R_item)
+        bias = net.mu + net.b_u[users]  # (B,)
+        if items.dim() == 2:
+            q, bias = q[:, None, :], bias[:, None]  # (B, 1, R), (B, 1)
+        return (q * net.V[items]).sum(-1) + net.b_i[items] + bias
+
+    def predict(self, users, items, contexts=None) -> torch.Tensor:
+        """Predicted scores (ratings for ``loss="mse"``, logits for ``"bce"``) of (user, item[, context]) rows."""
+        users, items = as_index(users, self.device), as_index(items, self.device)
+        check_index(users, self.n_users, "user")
+        check_index(items, self.n_items, "item")
+        if contexts is None:
+            contexts = torch.zeros_like(users)
+        contexts = as_index(contexts, self.device).expand_as(users)
+        check_index(contexts, self.n_contexts, "context")
+        with torch.no_grad():
+            return self._pairs(users, items, contexts)
+
+    def _score(self, users, contexts):
+        net = self.net_
+        if contexts is None:
+            q = torch.stack([net.query(users, torch.full_like(users, c)) for c in range(self.n_contexts)]).mean(0)
+        else:
+            q = net.query(users, contexts)  # (B, R)
+        return q @ net.V.T + net.b_i[None, :] + (net.mu + net.b_u[users])[:, None]  # (B, n_items)
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.net_.parameters())
+
+
+def train_loop(run_epoch, cfg: TensorModelConfig, validate, module, name: str, progress: bool) -> History:
+    """:func:`~recsys_tutorial.training.train` with RMSE (lower) or NDCG (higher) as the stopping metric."""
+    return train(run_epoch, cfg.epochs, validate=validate, module=module, patience=cfg.patience,
+                 higher_is_better=cfg.loss == "bce", desc=f"{name} rank {cfg.rank}", progress=progress)  # fmt: skip
+
+
+class CPModel(ContextFactorModel):
+    r"""Context-aware CP recommender :math:`\hat x_{uic} = \mu + b_u + b_i + \sum_k U_{uk} V_{ik} C_{ck}`.
+
+    ``score(users, contexts)`` ranks every item for each (user, context) pair; without contexts it
+    averages the context factors. :meth:`cp_tensor` returns the learnt factors as a TensorLy ``CPTensor``.
+
+    References
+    ----------
+    .. [1] A. Karatzoglou et al., "Multiverse Recommendation: N-dimensional Tensor Factorization for
+       Context-aware Collaborative Filtering", RecSys 2010.
+    .. [2] S. Rendle and L. Schmidt-Thieme, "Pairwise Interaction Tensor Factorization for Personalized
+       Tag Recommendation", WSDM 2010.
+    """
+
+    def cp_tensor(self):
+        """``(weights, [U, V, C])``: pass to ``tl.cp_to_tensor`` for the (bias-free) interaction tensor."""
+        net = self.net_
+        factors = [net.U.detach(), net.V.detach(), net.C.detach()]
+        return torch.ones(self.config.rank, device=self.device), factors

@@ -1,0 +1,71 @@
+r"""Tucker-style embedding model: a core tensor weighs every (user, item, context) factor interaction.
+
+.. math:: \hat x_{uic} = \mu + b_u + b_i + \sum_{a,b,d} G_{abd}\, U_{ua}\, V_{ib}\, C_{cd}
+          = \mu + b_u + b_i + (\mathcal{G} \times_1 U_u \times_2 V_i \times_3 C_c)
+
+This is the "multiverse" recommender of Karatzoglou et al. [1]_, trained on observed entries only
+(as :class:`~.cp.CPModel`). Each mode has its own rank, so the context mode can stay small. CP is
+the special case of a superdiagonal core (:math:`G_{abd} = 1` iff :math:`a = b = d`). The core starts
+so that the model is matrix factorisation, :math:`G_{abd} = \delta_{ab} / R_C` with :math:`C = 1`.
+
+References
+----------
+.. [1] A. Karatzoglou, X. Amatriain, L. Baltrunas and N. Oliver, "Multiverse Recommendation:
+   N-dimensional Tensor Factorization for Context-aware Collaborative Filtering", RecSys 2010.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .cp import ContextFactorModel, TensorModelConfig
+
+__all__ = ["TuckerModel"]
+
+
+class _TuckerNet(nn.Module):
+    """Factors U (n_users, R), V (n_items, R), C (n_contexts, R_C), core G (R, R, R_C) and biases."""
+
+    def __init__(self, n_users, n_items, n_contexts, cfg: TensorModelConfig, generator, context_rank: int):
+        super().__init__()
+        r, std = cfg.rank, cfg.init_std
+        self.U = nn.Parameter(torch.randn(n_users, r, generator=generator) * std)
+        self.V = nn.Parameter(torch.randn(n_items, r, generator=generator) * std)
+        self.C = nn.Parameter(1 + 0.01 * torch.randn(n_contexts, context_rank, generator=generator))
+        core = torch.eye(r)[:, :, None].expand(r, r, context_rank) / context_rank  # MF at the start
+        self.G = nn.Parameter(core + 0.01 * torch.randn(r, r, context_rank, generator=generator))
+        self.b_u, self.b_i = nn.Parameter(torch.zeros(n_users)), nn.Parameter(torch.zeros(n_items))
+        self.mu = nn.Parameter(torch.zeros(()))
+
+    def query(self, users, contexts) -> torch.Tensor:
+        return torch.einsum("na,abd,nd->nb", self.U[users], self.G, self.C[contexts])  # (B, R)
+
+    def penalty(self, users, items, contexts) -> torch.Tensor:
+        return (
+            self.U[users].pow(2).sum(-1).mean()
+            + self.V[items].pow(2).sum(-1).mean()
+            + (self.C[contexts] - 1).pow(2).sum(-1).mean()
+        )
+
+
+class TuckerModel(ContextFactorModel):
+    r"""Tucker recommender: ``fit(train, n_users, n_items, n_contexts)``, ``score(users, contexts)``.
+
+    ``context_rank`` (default: ``n_contexts``) sets the core's context dimension; the user and item
+    ranks are ``config.rank``. :meth:`tucker_tensor` returns ``(G, [U, V, C])`` for
+    ``tl.tucker_to_tensor``.
+    """
+
+    def __init__(self, config: TensorModelConfig | None = None, context_rank: int | None = None, **overrides):
+        super().__init__(config, **overrides)
+        self.context_rank = context_rank
+
+    def _make_net(self, generator):
+        rank_c = self.context_rank or self.n_contexts
+        return _TuckerNet(self.n_users, self.n_items, self.n_contexts, self.config, generator, rank_c)
+
+    def tucker_tensor(self):
+        """``(G, [U, V, C])``, the bias-free interaction tensor's Tucker form."""
+        net = self.net_
+        return net.G.detach(), [net.U.detach(), net.V.detach(), net.C.detach()]

@@ -1,0 +1,192 @@
+"""Tensors for notebooks 02-03: building them from interactions, TensorLy CP/Tucker without the pitfalls.
+
+TensorLy runs on its PyTorch backend here (``tl.set_backend("pytorch")``), with every tensor on
+:func:`~recsys_tutorial.utils.get_device`. The wrappers :func:`cp` and :func:`tucker` handle what
+otherwise trips learners up:
+
+* a mask must be a *float* tensor of the data's dtype and device (a bool mask fails on ``1 - mask``);
+* float32 cannot reach TensorLy's default ``tol=1e-8`` (changes that small are rounding noise), so the
+  tolerance defaults to 1e-6;
+* ``random_state`` seeds NumPy, not torch: the wrappers always pass the seed explicitly;
+* masked ALS imputes missing entries with the current reconstruction (EM), starting from zeros, so
+  ratings 1..5 must be centred first (:func:`ratings_tensor` does it);
+* masked Tucker's reported error measures the fit to its own imputed tensor, not a held-out error:
+  evaluate with :func:`entries` on held-out cells instead;
+* the full-SVD initialisation is costly at scale: ``init="random"`` is the default.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import tensorly as tl
+import torch
+from tensorly.decomposition import parafac
+from tensorly.decomposition import tucker as tl_tucker
+
+from .utils import get_device
+
+__all__ = [
+    "RatingsTensor", "dense_tensor", "ratings_tensor", "float_mask", "cp", "tucker", "entries",
+    "cp_entries", "factor_match_score", "match_components", "tensor_megabytes",
+]  # fmt: skip
+
+FLOAT32_TOL = 1e-6  # relative change in error below which float32 ALS is only rounding noise
+
+
+def dense_tensor(df: pd.DataFrame, modes: list[str], shape: tuple[int, ...], value: str | None = None,
+                 normalize: str | None = None, device=None) -> torch.Tensor:  # fmt: skip
+    """Aggregate interactions into a dense tensor: counts (``value=None``) or sums of ``value`` per cell.
+
+    ``modes`` names the integer columns indexing each mode (e.g. ``["genre", "context_id", "weekday"]``).
+    ``normalize="first"`` divides each slice of mode 0 by its total, so rows become distributions.
+    """
+    index = tuple(df[m].to_numpy() for m in modes)
+    for m, idx, n in zip(modes, index, shape, strict=True):
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"column {m!r} has values outside 0..{n - 1}: pass a larger shape or re-encode")
+    weights = np.ones(len(df)) if value is None else df[value].to_numpy(dtype=np.float64)
+    flat = np.ravel_multi_index(index, shape)
+    X = np.bincount(flat, weights=weights, minlength=int(np.prod(shape))).reshape(shape)
+    if normalize == "first":
+        X = X / np.maximum(X.reshape(shape[0], -1).sum(1), 1e-12).reshape((-1,) + (1,) * (len(shape) - 1))
+    return torch.tensor(X, dtype=torch.float32, device=device or get_device())
+
+
+@dataclass(frozen=True)
+class RatingsTensor:
+    """A sparse ratings tensor stored densely: centred values, a float mask and the offset removed."""
+
+    values: torch.Tensor  # (n_users, n_items, n_contexts) centred ratings, 0 where unobserved
+    mask: torch.Tensor  # same shape, 1.0 where observed
+    offset: float  # the training mean, added back to predictions
+
+    @property
+    def density(self) -> float:
+        return float(self.mask.mean())
+
+
+def ratings_tensor(train: pd.DataFrame, shape: tuple[int, int, int], context: str = "context_id",
+                   centre: bool = True, device=None) -> RatingsTensor:  # fmt: skip
+    """The user x item x context rating tensor of ``train`` (columns ``user, item, <context>, rating``).
+
+    Repeated (user, item, context) cells are averaged. With ``centre=True`` the global mean is
+    subtracted, so that EM's zero start for missing cells means "average rating", not "zero stars".
+    """
+    offset = float(train["rating"].mean()) if centre else 0.0
+    modes = ["user", "item", context]
+    sums = dense_tensor(train.assign(r=train["rating"] - offset), modes, shape, "r", device=device)
+    counts = dense_tensor(train, modes, shape, device=device)
+    mask = (counts > 0).to(sums.dtype)
+    return RatingsTensor(sums / counts.clamp(min=1), mask, offset)
+
+
+def float_mask(mask, like: torch.Tensor) -> torch.Tensor:
+    """A mask TensorLy's PyTorch backend accepts: same dtype and device as the data (bool fails on ``1 - mask``)."""
+    mask = torch.as_tensor(mask)
+    if mask.shape != like.shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} differs from the tensor's {tuple(like.shape)}")
+    return mask.to(dtype=like.dtype, device=like.device)
+
+
+def cp(tensor: torch.Tensor, rank: int, mask=None, n_iter: int = 100, tol: float | None = None,
+       init: str = "random", seed: int = 0, l2_reg: float = 0.0, return_errors: bool = False):  # fmt: skip
+    r"""CP decomposition :math:`\mathcal{X} \approx \sum_k \lambda_k\, u_k \circ v_k \circ c_k` by ALS (TensorLy).
+
+    A thin wrapper over :func:`tensorly.decomposition.parafac` on the PyTorch backend that fixes the
+    float-mask, float32-tolerance and seeding pitfalls listed in this module's docstring. With a
+    mask, missing cells are imputed by the current model at each sweep (EM-ALS) [2]_.
+
+    Returns a ``CPTensor`` (weights, factors), or ``(CPTensor, errors)`` with ``return_errors``.
+
+    References
+    ----------
+    .. [1] T. G. Kolda and B. W. Bader, "Tensor Decompositions and Applications", SIAM Review 2009.
+    .. [2] G. Tomasi and R. Bro, "PARAFAC and missing values", Chemometrics Intell. Lab. Syst. 2005.
+    """
+    tl.set_backend("pytorch")
+    if tol is None:
+        tol = FLOAT32_TOL if tensor.dtype == torch.float32 else 1e-8
+    mask = None if mask is None else float_mask(mask, tensor)
+    out = parafac(tensor, rank, n_iter_max=n_iter, init=init, tol=tol, random_state=seed, mask=mask,
+                  l2_reg=l2_reg, return_errors=return_errors, normalize_factors=True)  # fmt: skip
+    return out
+
+
+def tucker(tensor: torch.Tensor, rank: tuple[int, ...], mask=None, n_iter: int = 100, tol: float = 1e-5,
+           init: str = "random", seed: int = 0, return_errors: bool = False):  # fmt: skip
+    r"""Tucker decomposition :math:`\mathcal{X} \approx \mathcal{G} \times_1 U \times_2 V \times_3 C` by HOOI.
+
+    Wraps :func:`tensorly.decomposition.tucker` (``init="svd"`` with ``n_iter=0``-like use is HOSVD)
+    with the same pitfalls fixed as :func:`cp`. With a mask the returned errors measure the fit to
+    the *imputed* tensor, never a held-out error.
+
+    References
+    ----------
+    .. [1] L. De Lathauwer, B. De Moor and J. Vandewalle, "On the Best Rank-1 and Rank-(R1,...,RN)
+       Approximation of Higher-Order Tensors", SIAM J. Matrix Anal. Appl. 2000.
+    """
+    tl.set_backend("pytorch")
+    mask = None if mask is None else float_mask(mask, tensor)
+    return tl_tucker(tensor, list(rank), n_iter_max=n_iter, init=init, tol=tol, random_state=seed, mask=mask,
+                     return_errors=return_errors)  # fmt: skip
+
+
+def cp_entries(cp_tensor, index: tuple[np.ndarray, ...]) -> torch.Tensor:
+    """Entries :math:`\\sum_k \\lambda_k U_{uk} V_{ik} C_{ck}` of a CP tensor at index arrays (no dense tensor)."""
+    weights, factors = cp_tensor
+    rows = [f[torch.as_tensor(np.array(i), device=f.device)] for f, i in zip(factors, index, strict=True)]
+    prod = weights * torch.stack(rows).prod(0)  # (n_entries, rank)
+    return prod.sum(1)
+
+
+def entries(tensor: torch.Tensor, index: tuple[np.ndarray, ...]) -> torch.Tensor:
+    """``tensor[u, i, c]`` for index arrays (e.g. the held-out ratings), as a 1-D tensor."""
+    return tensor[tuple(torch.as_tensor(np.array(i), device=tensor.device) for i in index)]
+
+
+def _unit_columns(factor) -> np.ndarray:
+    f = np.asarray(torch.as_tensor(factor).detach().cpu(), dtype=np.float64)
+    return f / np.maximum(np.linalg.norm(f, axis=0, keepdims=True), 1e-12)
+
+
+def _congruence(true_factors, est_factors) -> np.ndarray:
+    true = [_unit_columns(f) for f in true_factors]
+    est = [_unit_columns(f) for f in est_factors]
+    if est[0].shape[1] != true[0].shape[1] or true[0].shape[1] > 8:
+        raise ValueError(f"need equal ranks of at most 8, got {true[0].shape[1]} and {est[0].shape[1]}")
+    cosine = np.ones((true[0].shape[1],) * 2)
+    for t, e in zip(true, est, strict=True):
+        cosine *= np.abs(t.T @ e)  # (rank, rank): congruence of true component k with estimated j
+    return cosine
+
+
+def match_components(true_factors, est_factors) -> list[int]:
+    """The permutation ``p`` pairing true component ``k`` with estimated component ``p[k]`` best."""
+    cosine = _congruence(true_factors, est_factors)
+    rank = cosine.shape[0]
+    return list(max(itertools.permutations(range(rank)), key=lambda p: cosine[np.arange(rank), list(p)].sum()))
+
+
+def factor_match_score(true_factors, est_factors) -> float:
+    r"""Factor match score: mean over components of :math:`\prod_n |\cos(a^{(n)}_k, \hat a^{(n)}_{\pi(k)})|`.
+
+    Components are matched by the best permutation :math:`\pi` (CP is unique only up to permutation and
+    scaling, and signs within a component), so 1.0 means perfect recovery [1]_. Ranks up to 8 are matched
+    exhaustively.
+
+    References
+    ----------
+    .. [1] E. Acar et al., "All-at-once optimization for coupled matrix and tensor factorizations", 2011.
+    """
+    cosine = _congruence(true_factors, est_factors)
+    perm = match_components(true_factors, est_factors)
+    return float(np.mean(cosine[np.arange(len(perm)), perm]))
+
+
+def tensor_megabytes(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> float:
+    """Memory of one dense tensor of ``shape``; masked ALS holds several (data, mask, imputed copy, reconstruction)."""
+    return float(np.prod(shape)) * torch.finfo(dtype).bits / 8 / 2**20

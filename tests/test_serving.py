@@ -1,0 +1,331 @@
+"""Serving: batch top-K, the SQLite store, the API over real HTTP on loopback, the batch pipeline."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from serving_fixtures import ITEMS, USERS, K, any_lists, make_store
+
+from recsys_tutorial.models import ContextPopularity, MostPopular, Recommender
+from recsys_tutorial.serving import RecommendationStore, top_k
+from recsys_tutorial.serving.load import load_test
+from recsys_tutorial.serving.server import ApiServer
+
+# ---------------------------------------------------------------- batch top-K
+
+
+class FixedScores(Recommender):
+    """A model whose scores are a given (n_users, n_items[, n_contexts]) table."""
+
+    def __init__(self, table: torch.Tensor, seen: list[np.ndarray]):
+        self.table, self.seen_ = table, seen
+        self.n_users, self.n_items = table.shape[:2]
+        self.n_contexts = table.shape[2] if table.ndim == 3 else None
+
+    def _score(self, users, contexts):
+        return self.table[users] if contexts is None else self.table[users, :, contexts]  # (B, n_items)
+
+
+def test_top_k_matches_sorting_with_seen_items_excluded():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.7, 0.3], [0.8, 0.2, 0.6, 0.4, 1.0]])
+    model = FixedScores(scores, [np.array([1]), np.array([4, 0])])
+    lists = top_k(model, k=2, batch_size=1).lists
+    assert lists[lists.user == 0]["item"].tolist() == [3, 2]  # 0.9 (seen) skipped: 0.7, then 0.5
+    assert lists[lists.user == 1]["item"].tolist() == [2, 3]  # 1.0 and 0.8 seen: 0.6, then 0.4
+    assert lists["rank"].tolist() == [1, 2, 1, 2]
+    assert (lists["context"] == -1).all()
+
+
+def test_top_k_batches_do_not_change_the_answer():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.rand(37, 50, generator=generator)
+    seen = [np.arange(u % 7) for u in range(37)]
+    model = FixedScores(scores, seen)
+    one = top_k(model, k=5, batch_size=37).lists
+    many = top_k(model, k=5, batch_size=4).lists
+    pd.testing.assert_frame_equal(one, many)
+    for u, items in one.groupby("user")["item"]:
+        assert not set(items) & set(seen[u])
+        masked = scores[u].clone()
+        masked[seen[u]] = -torch.inf
+        assert items.tolist() == torch.topk(masked, 5).indices.tolist()
+
+
+def test_top_k_makes_one_list_per_context():
+    table = torch.zeros(2, 4, 2)
+    table[:, 0, 0] = 1.0  # context 0 favours item 0
+    table[:, 3, 1] = 1.0  # context 1 favours item 3
+    lists = top_k(FixedScores(table, [np.array([], dtype=int)] * 2), k=1).lists
+    assert lists.set_index(["user", "context"])["item"].to_dict() == {(0, 0): 0, (1, 0): 0, (0, 1): 3, (1, 1): 3}
+
+
+def test_top_k_drops_users_without_enough_unseen_items():
+    model = FixedScores(torch.rand(2, 3), [np.array([0, 1]), np.array([], dtype=int)])
+    lists = top_k(model, k=2).lists
+    assert lists.groupby("user").size().to_dict() == {0: 1, 1: 2}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"k": 0}, "k must lie in 1..4"), ({"k": 5}, "k must lie in 1..4"), ({"batch_size": 0}, "batch_size"),
+     ({"users": [7]}, "user id 7 is out of range"), ({"contexts": [0]}, "does not use context")],
+)  # fmt: skip
+def test_top_k_rejects_bad_arguments(kwargs, message):
+    model = FixedScores(torch.rand(3, 4), [np.array([], dtype=int)] * 3)
+    with pytest.raises(ValueError, match=message):
+        top_k(model, **{"k": 2, **kwargs})
+
+
+def test_context_popularity_counts_items_within_each_context():
+    train = pd.DataFrame({"user": [0, 1, 2, 0, 1], "item": [0, 0, 1, 2, 2], "context_id": [1, 1, 1, 3, 3]})
+    model = ContextPopularity(prior_strength=0.0).fit(train, n_users=3, n_items=3, n_contexts=4)
+    torch.testing.assert_close(model.score([0], [1]), torch.tensor([[2 / 3, 1 / 3, 0.0]]))
+    torch.testing.assert_close(model.score([0], [3]), torch.tensor([[0.0, 0.0, 1.0]]))
+    shrunk = ContextPopularity(prior_strength=5.0).fit(train, 3, 3, n_contexts=4)
+    torch.testing.assert_close(shrunk.score([0], [0]), torch.tensor([[0.4, 0.2, 0.4]]))  # empty context: n_i / N
+    with pytest.raises(ValueError, match="context id 4 is out of range"):
+        model.score([0], [4])
+
+
+def test_context_popularity_follows_the_recommender_contract():
+    train = pd.DataFrame({"user": [0, 0, 1, 2], "item": [0, 1, 1, 2], "context_id": [0, 1, 1, 1]})
+    model = ContextPopularity().fit(train, n_users=3, n_items=4, n_contexts=2, device="cpu")
+    assert model.score([0, 2], [1, 0]).shape == (2, 4)
+    items, _ = model.recommend([0], k=2, contexts=[1])
+    assert not set(items[0].tolist()) & {0, 1}  # seen items excluded
+    again = ContextPopularity().fit(train, n_users=3, n_items=4, n_contexts=2, device="cpu")
+    torch.testing.assert_close(model.score([0, 1, 2], [0, 1, 1]), again.score([0, 1, 2], [0, 1, 1]))
+    with pytest.raises(ValueError, match="scores per context"):
+        model.score([0])
+    with pytest.raises(ValueError, match="user id 3 is out of range"):
+        model.score([3], [0])
+    with pytest.raises(ValueError, match="no 'context_id' column"):
+        ContextPopularity().fit(train.drop(columns="context_id"), 3, 4)
+
+
+# ---------------------------------------------------------------- store
+
+
+def test_refresh_rolls_back_on_error_and_keeps_the_old_lists(tmp_path):
+    store = make_store(tmp_path / "rec.sqlite")
+    before = store.recommendations(1, "pop", "any", K)
+    broken = pd.concat([any_lists(first=12), any_lists(first=12).head(1)])  # a duplicated (user, rank)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.refresh("pop", broken, k=K)
+    assert store.recommendations(1, "pop", "any", K) == before
+    assert store.recommendations(1, "ctx", "morning", K)  # other models untouched
+
+
+def test_store_reads_lists_items_and_models(tmp_path):
+    store = make_store(tmp_path / "rec.sqlite")
+    rows = store.recommendations(2, "ctx", "evening", 3)
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    assert [r["item"] for r in rows] == [13, 14, 15]  # user 2: evening items 11-15 shifted by 2
+    assert rows[0]["title"] == "Film 13" and rows[0]["genres"] == ["Drama"]
+    assert store.models()["ctx"]["contexts"] == ["evening", "morning"]
+    assert store.users("pop") == list(USERS)
+    assert store.item(3) == {"item": 3, "title": "Film 3", "year": 1993, "genres": ["Drama"]}
+    assert store.item(999) is None
+    with pytest.raises(ValueError, match="lack column"):
+        store.refresh("pop", any_lists().drop(columns="score"), k=K)
+
+
+# ---------------------------------------------------------------- API over real HTTP
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    path = tmp_path_factory.mktemp("serving") / "rec.sqlite"
+    make_store(path)
+    with ApiServer(path) as running:
+        yield running
+    assert not running.running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c
+
+
+def test_health_and_models(client):
+    assert client.get("/health").json() == {"status": "ok", "models": ["ctx", "pop"], "n_items": len(ITEMS)}
+    assert client.get("/models").json()["pop"]["k"] == K
+
+
+def test_recommendations_follow_the_context(client):
+    morning = client.get("/users/1/recommendations", params={"model": "ctx", "context": "morning", "k": 3}).json()
+    evening = client.get("/users/1/recommendations", params={"model": "ctx", "context": "evening", "k": 3}).json()
+    assert [it["item"] for it in morning["items"]] == [2, 3, 4]
+    assert [it["item"] for it in evening["items"]] == [12, 13, 14]
+    assert morning["items"][0]["title"] == "Film 2" and morning["context"] == "morning"
+
+
+def test_context_free_model_serves_its_one_list_at_any_time(client):
+    body = client.get("/users/3/recommendations", params={"model": "pop", "context": "evening"}).json()
+    assert body["context"] == "any"
+    assert [it["item"] for it in body["items"]] == [6, 7, 8, 9, 10]
+
+
+def test_no_page_loads_scripts_from_a_cdn(client):
+    assert "<script src" not in client.get("/").text
+    assert client.get("/docs").status_code == 404  # FastAPI's docs page would fetch its scripts from a CDN
+    assert "/users/{user}/recommendations" in client.get("/openapi.json").json()["paths"]
+
+
+def test_item_details(client):
+    assert client.get("/items/4").json()["genres"] == ["Comedy", "Romance"]
+
+
+BAD_INPUTS = [
+    ("/users/1/recommendations?model=ctx&context=morning&k=-1", 422, "k: Input should be greater than or equal to 1"),
+    ("/users/1/recommendations?model=ctx&context=morning&k=0", 422, "greater than or equal to 1"),
+    ("/users/1/recommendations?model=ctx&context=morning&k=1000000000", 422, "less than or equal to 100"),
+    ("/users/1/recommendations?model=ctx&context=morning&k=50", 422, "k=50 exceeds the 5 items stored per list"),
+    ("/users/1/recommendations?model=ctx&context=morning&k=ten", 422, "k: Input should be a valid integer"),
+    ("/users/999/recommendations?model=ctx&context=morning", 404, "unknown user 999"),
+    ("/users/-1/recommendations?model=ctx&context=morning", 422, "user: Input should be greater than or equal to 0"),
+    ("/users/1/recommendations?model=ctx&context=brunch", 422, "context: Input should be 'night', 'morning'"),
+    ("/users/1/recommendations?model=ctx", 422, "keeps one list per time of day: pass context="),
+    ("/users/1/recommendations?model=ctx&context=night", 422, "has no lists for context 'night'"),
+    ("/users/1/recommendations?model=nope&context=morning", 422, "unknown model 'nope'"),
+    ("/users/1/recommendations?model=ctx'; DROP TABLE recommendations;--", 422, "unknown model"),
+    ("/users/1/recommendations?model=pop' OR '1'='1", 422, "unknown model"),
+    ("/users/1/recommendations?model=pop&context=morning' OR 1=1--", 422, "context: Input should be"),
+    ("/users/1 OR 1=1/recommendations?model=pop", 422, "user: Input should be a valid integer"),
+    ("/users/1;DELETE FROM items/recommendations?model=pop", 422, "user: Input should be a valid integer"),
+    ("/items/0", 404, "unknown item 0"),
+    ("/items/1' OR '1'='1", 422, "item: Input should be a valid integer"),
+    ("/users?model=" + "x" * 65, 422, "model: String should have at most 64 characters"),
+]
+
+
+@pytest.mark.parametrize("path, status, message", BAD_INPUTS)
+def test_bad_inputs_get_a_clear_status_and_message(client, path, status, message):
+    response = client.get(path)
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+
+
+def test_sql_looking_inputs_change_nothing(client):
+    for path, _, _ in BAD_INPUTS:
+        client.get(path)
+    assert client.get("/health").json()["n_items"] == len(ITEMS)
+    assert len(client.get("/users/2/recommendations", params={"model": "pop"}).json()["items"]) == K
+
+
+def test_readers_never_see_a_half_refreshed_list(server, client):
+    """Bounded: 4 reader threads x 150 requests over HTTP while the 'pop' lists are replaced 20 times."""
+    versions = {6: any_lists(first=6), 14: any_lists(first=14)}
+    expected = {first: list(range(first, first + K)) for first in versions}
+    problems = []
+
+    def read(user: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            for _ in range(150):
+                response = c.get(f"/users/{user}/recommendations", params={"model": "pop"})
+                if response.status_code != 200:
+                    problems.append(f"status {response.status_code}: {response.text}")
+                    continue
+                items = response.json()["items"]
+                if [it["rank"] for it in items] != list(range(1, K + 1)):
+                    problems.append(f"ranks {[it['rank'] for it in items]}")
+                if [it["item"] for it in items] not in expected.values():
+                    problems.append(f"mixed list {[it['item'] for it in items]}")
+
+    writer_store = RecommendationStore(server.db_path)
+    readers = [threading.Thread(target=read, args=(USERS[i % len(USERS)],)) for i in range(4)]
+    for t in readers:
+        t.start()
+    refreshes = 0
+    while any(t.is_alive() for t in readers) and refreshes < 20:
+        writer_store.refresh("pop", versions[14 if refreshes % 2 == 0 else 6], k=K)
+        refreshes += 1
+    for t in readers:
+        t.join(timeout=60)
+    writer_store.refresh("pop", versions[6], k=K)  # leave the fixture as it was
+    assert refreshes >= 2
+    assert problems == []
+    counts = sqlite3.connect(server.db_path).execute(
+        "SELECT COUNT(*), COUNT(DISTINCT user || '/' || rank) FROM recommendations WHERE model = 'pop'"
+    )
+    assert counts.fetchone() == (len(USERS) * K, len(USERS) * K)  # no lost or duplicated rows
+
+
+def test_small_bounded_load_has_no_errors(server):
+    result = load_test(server.url, ["/users/1/recommendations?model=pop"], rate=100, duration_s=1, max_requests=100)
+    assert result.errors == 0 and len(result.latency_ms) == 100
+
+
+def test_load_test_refuses_other_hosts():
+    with pytest.raises(ValueError, match="loopback only"):
+        load_test("http://example.com", ["/health"])
+
+
+# ---------------------------------------------------------------- batch pipeline on MovieLens-100K
+
+
+def test_pipeline_stores_every_users_unseen_top_k(tmp_path):
+    from recsys_tutorial.serving.pipeline import load_ratings, run_pipeline
+
+    db = tmp_path / "rec.sqlite"
+    summary = run_pipeline("context-popularity", db=db, k=10)
+    assert summary["users"] == 943 and summary["rows"] == 943 * 4 * 10 and summary["contexts"] == 4
+    stored = pd.read_sql("SELECT user, context, rank, item FROM recommendations", sqlite3.connect(db))
+    assert stored.groupby(["user", "context"])["rank"].apply(list).map(lambda r: r == list(range(1, 11))).all()
+    ratings, _, _, _ = load_ratings("100k")
+    seen = set(zip(ratings["user_id"], ratings["item_id"], strict=True))
+    assert not any((u, i) in seen for u, i in zip(stored["user"], stored["item"], strict=True))
+    assert (stored.groupby("context")["item"].nunique() > 10).all()  # lists differ between users
+
+
+def test_pipeline_saves_and_loads_a_model(tmp_path):
+    from recsys_tutorial.serving.pipeline import run_pipeline
+
+    first = run_pipeline("most-popular", db=tmp_path / "a.sqlite", k=5, save=tmp_path / "model.pt")
+    second = run_pipeline(db=tmp_path / "b.sqlite", k=5, load=tmp_path / "model.pt")
+    assert second["model"] == "most-popular" and second["rows"] == first["rows"] == 943 * 5
+    a, b = (RecommendationStore(tmp_path / f"{n}.sqlite").recommendations(1, "most-popular", "any", 5) for n in "ab")
+    assert [r["item"] for r in a] == [r["item"] for r in b]
+
+
+def test_pipeline_command_line():
+    out = subprocess.run(
+        [sys.executable, "-m", "recsys_tutorial.serving.pipeline", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--model" in out and "--db" in out and "--load" in out
+    bad = subprocess.run(
+        [sys.executable, "-m", "recsys_tutorial.serving.pipeline", "--model", "nope", "--db", ":memory:"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr
+
+
+def test_most_popular_has_no_context():
+    model = MostPopular().fit(pd.DataFrame({"user": [0], "item": [0]}), 1, 2)
+    with pytest.raises(ValueError, match="does not use context"):
+        top_k(model, k=1, contexts=[0])
+
+
+def test_cp_trainer_excludes_every_rated_item_when_serving(monkeypatch):
+    """The CP trainer holds out each user's last interaction for early stopping, yet never recommends it."""
+    from recsys_tutorial.data import make_planted_data
+    from recsys_tutorial.models.cp import TensorModelConfig
+    from recsys_tutorial.serving import pipeline
+    from recsys_tutorial.splits import encode_ids
+
+    monkeypatch.setattr(pipeline, "CP_ML100K", TensorModelConfig(rank=4, loss="bce", epochs=1, batch_size=4096))
+    clicks, users, items = encode_ids(make_planted_data().interactions)
+    model = pipeline.TRAINERS["cp"](clicks, len(users), len(items))
+    assert model.n_contexts == 4
+    lists = top_k(model, k=5).lists
+    assert lists.merge(clicks[["user", "item"]], on=["user", "item"]).empty  # held-out items are excluded too
