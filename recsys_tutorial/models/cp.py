@@ -57,7 +57,18 @@ class TensorModelConfig:
             raise ValueError(f"rank must be at least 1, got {self.rank}")
 
 
-class _CPNet(nn.Module):
+class _FactorPenalty:
+    """L2 on the factor rows of a batch, context rows on their distance from 1 (shared by CP and Tucker nets)."""
+
+    def penalty(self, users, items, contexts) -> torch.Tensor:
+        return (
+            self.U[users].pow(2).sum(-1).mean()
+            + self.V[items].pow(2).sum(-1).mean()
+            + (self.C[contexts] - 1).pow(2).sum(-1).mean()
+        )
+
+
+class _CPNet(_FactorPenalty, nn.Module):
     """Factors U (n_users, R), V (n_items, R), C (n_contexts, R) and biases."""
 
     def __init__(self, n_users, n_items, n_contexts, cfg: TensorModelConfig, generator: torch.Generator):
@@ -71,13 +82,6 @@ class _CPNet(nn.Module):
 
     def query(self, users, contexts) -> torch.Tensor:
         return self.U[users] * self.C[contexts]  # (B, R): sum_k U_uk C_ck V_ik = <query, V_i>
-
-    def penalty(self, users, items, contexts) -> torch.Tensor:
-        return (
-            self.U[users].pow(2).sum(-1).mean()
-            + self.V[items].pow(2).sum(-1).mean()
-            + (self.C[contexts] - 1).pow(2).sum(-1).mean()
-        )
 
 
 class ContextFactorModel(Recommender):

@@ -19,12 +19,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .cp import ContextFactorModel, TensorModelConfig
+from .cp import ContextFactorModel, TensorModelConfig, _FactorPenalty
 
 __all__ = ["TuckerModel"]
 
 
-class _TuckerNet(nn.Module):
+class _TuckerNet(_FactorPenalty, nn.Module):
     """Factors U (n_users, R), V (n_items, R), C (n_contexts, R_C), core G (R, R, R_C) and biases."""
 
     def __init__(self, n_users, n_items, n_contexts, cfg: TensorModelConfig, generator, context_rank: int):
@@ -40,13 +40,6 @@ class _TuckerNet(nn.Module):
 
     def query(self, users, contexts) -> torch.Tensor:
         return torch.einsum("na,abd,nd->nb", self.U[users], self.G, self.C[contexts])  # (B, R)
-
-    def penalty(self, users, items, contexts) -> torch.Tensor:
-        return (
-            self.U[users].pow(2).sum(-1).mean()
-            + self.V[items].pow(2).sum(-1).mean()
-            + (self.C[contexts] - 1).pow(2).sum(-1).mean()
-        )
 
 
 class TuckerModel(ContextFactorModel):
