@@ -17,7 +17,7 @@ import torch
 
 from .metrics import ranking_metrics, target_positions
 
-__all__ = ["evaluate_ranking", "evaluate_sampled"]
+__all__ = ["evaluate_ranking", "evaluate_sampled", "mask_seen"]
 
 ScoreFn = Callable[..., torch.Tensor]
 
@@ -44,11 +44,20 @@ def _scores(score_fn: ScoreFn, queries: pd.DataFrame, batch: np.ndarray, context
     return scores.detach().float().clone()  # (B, n_items), ours to mask
 
 
-def _mask_seen(scores: torch.Tensor, users: np.ndarray, exclude: Sequence[np.ndarray]) -> None:
-    rows = np.concatenate([np.full(len(exclude[u]), r) for r, u in enumerate(users)])
-    cols = np.concatenate([exclude[u] for u in users])
+def mask_seen(scores: torch.Tensor, users, exclude: Sequence[np.ndarray]) -> torch.Tensor:
+    """Set ``scores[r, i] = -inf`` for every item i in ``exclude[users[r]]``, in place; returns ``scores``.
+
+    The one place where seen items leave a ranking: evaluation, ``Recommender.recommend`` and the
+    serving top-K all call it.
+    """
+    users = np.asarray(users)
+    if len(users) == 0:
+        return scores
+    rows = np.concatenate([np.full(len(exclude[u]), r) for r, u in enumerate(users)])  # batch row per seen pair
+    cols = np.concatenate([np.asarray(exclude[u], dtype=np.int64) for u in users])
     if len(cols):
         scores[torch.as_tensor(rows, device=scores.device), torch.as_tensor(cols, device=scores.device)] = -torch.inf
+    return scores
 
 
 def evaluate_ranking(
@@ -82,7 +91,7 @@ def evaluate_ranking(
         rows = torch.as_tensor(qid[pairs] - batch[0], device=scores.device)
         cols = torch.as_tensor(items[pairs], device=scores.device)
         target = scores[rows, cols].clone()  # keep the held-out scores through the masking
-        _mask_seen(scores, queries["user"].to_numpy()[batch], exclude)
+        mask_seen(scores, queries["user"].to_numpy()[batch], exclude)
         scores[rows, cols] = target
         positions[pairs] = target_positions(scores, rows, cols).cpu().numpy()
     return ranking_metrics(positions, qid, k)

@@ -22,15 +22,15 @@ __all__ = [
 ]  # fmt: skip
 
 
-def rmse(y_true, y_pred) -> float:
-    """Root mean squared error."""
-    y_true, y_pred = _pair(y_true, y_pred)
+def rmse(y_true, y_pred, clip: tuple[float, float] | None = None) -> float:
+    """Root mean squared error; ``clip=(1, 5)`` first clips predictions to the rating scale."""
+    y_true, y_pred = _pair(y_true, y_pred, clip)
     return float(np.sqrt(np.mean((y_true - y_pred) ** 2)))
 
 
-def mae(y_true, y_pred) -> float:
-    """Mean absolute error."""
-    y_true, y_pred = _pair(y_true, y_pred)
+def mae(y_true, y_pred, clip: tuple[float, float] | None = None) -> float:
+    """Mean absolute error; ``clip=(1, 5)`` first clips predictions to the rating scale."""
+    y_true, y_pred = _pair(y_true, y_pred, clip)
     return float(np.mean(np.abs(y_true - y_pred)))
 
 
@@ -40,8 +40,10 @@ def _as_float64(values) -> np.ndarray:
     return np.array(values, dtype=np.float64)  # a copy: pandas' read-only buffers are fine
 
 
-def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+def _pair(y_true, y_pred, clip=None) -> tuple[np.ndarray, np.ndarray]:
     y_true, y_pred = _as_float64(y_true), _as_float64(y_pred)
+    if clip is not None:
+        y_pred = np.clip(y_pred, *clip)
     if y_true.shape != y_pred.shape or y_true.size == 0:
         raise ValueError(f"need two non-empty arrays of one shape, got {y_true.shape} and {y_pred.shape}")
     return y_true, y_pred

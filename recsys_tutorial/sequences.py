@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["PAD", "left_pad", "next_item_batches"]
+__all__ = ["PAD", "left_pad"]
 
 PAD = 0
 
@@ -36,20 +36,3 @@ def left_pad(sequences: Sequence[np.ndarray], max_len: int, offset: int = 1) -> 
         if tail.size:
             out[row, max_len - tail.size :] = torch.from_numpy(tail + offset)
     return out
-
-
-def next_item_batches(sequences: Sequence[np.ndarray], max_len: int, batch_size: int, seed: int | None = None):
-    """Yield ``(users, inputs, targets)`` for next-item training, each (B,) / (B, T) / (B, T).
-
-    ``inputs`` is a history without its last item and ``targets`` the same history shifted by one,
-    both left-padded with 0, so position t is trained to predict the item at t + 1. Users with fewer
-    than two items are skipped. Shuffled when ``seed`` is given.
-    """
-    users = np.array([u for u, s in enumerate(sequences) if len(s) >= 2])
-    if seed is not None:
-        users = np.random.default_rng(seed).permutation(users)
-    for start in range(0, len(users), batch_size):
-        batch = users[start : start + batch_size]
-        inputs = left_pad([sequences[u][:-1] for u in batch], max_len)  # (B, T)
-        targets = left_pad([sequences[u][1:] for u in batch], max_len)  # (B, T)
-        yield torch.from_numpy(batch), inputs, targets

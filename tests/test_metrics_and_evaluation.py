@@ -101,3 +101,8 @@ def test_sampled_protocol_inflates_the_same_ranking():
     sampled = evaluate_sampled(lambda u: scores[u], test, exclude, n_items, seed=0)
     assert full["HR@10"] == 0.0
     assert sampled["HR@10"] > 0.3
+
+
+def test_clip_to_the_rating_scale_before_scoring():
+    assert rmse([5, 1], [6, 0], clip=(1, 5)) == 0.0
+    assert mae([5, 1], [6, 0]) == pytest.approx(1.0)

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recsys_tutorial.sequences import left_pad, next_item_batches
+from recsys_tutorial.sequences import left_pad
 from recsys_tutorial.splits import (
     IdMap,
     canonical_fold,
@@ -83,9 +83,3 @@ def test_left_pad_keeps_the_most_recent_items_on_the_right():
     assert batch.dtype == torch.long
     with pytest.raises(ValueError, match="negative"):
         left_pad([np.array([-1])], 2)
-
-
-def test_next_item_batches_shift_by_one():
-    users, inputs, targets = next(next_item_batches([np.array([1, 2, 3]), np.array([7])], max_len=4, batch_size=8))
-    assert users.tolist() == [0]  # the one-item history cannot be trained on
-    assert inputs.tolist() == [[0, 0, 2, 3]] and targets.tolist() == [[0, 0, 3, 4]]

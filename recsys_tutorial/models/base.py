@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..evaluation import mask_seen
 from ..splits import seen_items
 
 __all__ = ["Recommender", "check_index", "as_index"]
@@ -72,11 +73,6 @@ class Recommender:
         if exclude_seen:
             if not hasattr(self, "seen_"):
                 raise ValueError("the model has no record of seen items: fit it first or pass exclude_seen=False")
-            users_np = as_index(users).numpy()
-            rows = np.concatenate([np.full(len(self.seen_[u]), r) for r, u in enumerate(users_np)])
-            cols = np.concatenate([self.seen_[u] for u in users_np])
-            scores[
-                torch.as_tensor(rows, device=scores.device), torch.as_tensor(cols, device=scores.device)
-            ] = -torch.inf
+            mask_seen(scores, as_index(users).numpy(), self.seen_)
         top = torch.topk(scores, k, dim=1)
         return top.indices, top.values

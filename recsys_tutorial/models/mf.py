@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..metrics import rmse
+from ..metrics import mae, rmse
 from ..splits import random_holdout
 from ..training import History, minibatches, train
 from ..utils import get_device
@@ -121,7 +121,7 @@ class _RatingMF(Recommender):
         """RMSE and MAE of the predictions on ``test`` (encoded ``user``, ``item``, ``rating``)."""
         pred = self.predict(test["user"], test["item"]).cpu().numpy()
         truth = test["rating"].to_numpy(copy=True)  # writable: metrics wraps it in a tensor
-        return {"RMSE": rmse(truth, pred), "MAE": float(np.mean(np.abs(truth - pred)))}
+        return {"RMSE": rmse(truth, pred), "MAE": mae(truth, pred)}
 
 
 # --- gradient descent -------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..evaluation import mask_seen
 from ..models.base import Recommender, as_index, check_index
 
-__all__ = ["TopKResult", "seen_mask_index", "top_k_batch", "top_k"]
+__all__ = ["TopKResult", "top_k_batch", "top_k"]
 
 
 @dataclass(frozen=True)
@@ -32,24 +33,13 @@ class TopKResult:
     peak_cuda_bytes: int | None = None  # measured peak of allocated CUDA memory during the run (GPU only)
 
 
-def seen_mask_index(seen: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Seen items in compressed-row form: ``cols[indptr[u]:indptr[u + 1]]`` are user u's items."""
-    lengths = np.fromiter((len(s) for s in seen), dtype=np.int64, count=len(seen))
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    cols = np.concatenate([np.asarray(s, dtype=np.int64) for s in seen]) if len(seen) else np.empty(0, np.int64)
-    return indptr, cols
-
-
 def top_k_batch(
-    scores: torch.Tensor, users: np.ndarray, k: int, indptr: np.ndarray | None, cols: np.ndarray | None
+    scores: torch.Tensor, users: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` (indices, scores) of a (B, n_items) score matrix after setting seen items to -inf."""
+    """Top-``k`` (indices, scores) of a (B, n_items) score matrix after removing ``exclude[user]`` items."""
     scores = scores.float().clone()  # (B, n_items), ours to mask
-    if indptr is not None:
-        starts, stops = indptr[users], indptr[users + 1]
-        rows = np.repeat(np.arange(len(users)), stops - starts)  # batch row of each seen pair
-        seen = np.concatenate([cols[a:b] for a, b in zip(starts, stops, strict=True)]) if len(users) else rows
-        scores[torch.as_tensor(rows, device=scores.device), torch.as_tensor(seen, device=scores.device)] = -torch.inf
+    if exclude is not None:
+        mask_seen(scores, users, exclude)
     top = torch.topk(scores, k, dim=1)  # (B, k) each, best first
     return top.indices, top.values
 
@@ -105,7 +95,7 @@ def top_k(
         raise ValueError(f"{type(model).__name__} does not use context: call top_k without contexts")
     if exclude_seen and not hasattr(model, "seen_"):
         raise ValueError("the model has no record of seen items: fit it first or pass exclude_seen=False")
-    indptr, cols = seen_mask_index(model.seen_) if exclude_seen else (None, None)
+    exclude = model.seen_ if exclude_seen else None
     cuda = torch.device(model.device).type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(model.device)
@@ -114,7 +104,7 @@ def top_k(
         for lo in range(0, len(users), batch_size):
             batch = users[lo : lo + batch_size]
             ctx = None if context is None else torch.full((len(batch),), context, dtype=torch.long)
-            items, scores = top_k_batch(model.score(batch, ctx), batch, k, indptr, cols)  # (B, k) each
+            items, scores = top_k_batch(model.score(batch, ctx), batch, k, exclude)  # (B, k) each
             frames.append((batch, -1 if context is None else context, items.cpu().numpy(), scores.cpu().numpy()))
     _sync(model.device)
     seconds = time.perf_counter() - start
