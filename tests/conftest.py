@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def ml100k_dir() -> Path:
     """The verified, extracted ml-100k folder (seeded from ../shared, never downloaded in tests)."""
     folder = _seed_ml100k()
     if not (folder / "u.data").is_file():
+        if os.environ.get("CI"):
+            pytest.fail("CI must test on real MovieLens: .ci/run seeds data/ml-100k from ../shared/data/ml-100k")
         pytest.skip("MovieLens-100K not available offline: run `make data` or place it in data/ml-100k")
     return folder
 

@@ -22,7 +22,8 @@ def browser():
         if os.environ.get("CI"):
             pytest.fail("CI must test the pages in Chromium: .ci/run installs chromium and chromium-driver")
         pytest.skip("headless Chromium not installed (apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium import webdriver  # in the dev extra: a missing selenium is an install error, not a skip
+
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp()}"]:
