@@ -87,10 +87,10 @@ def test_top_k_rejects_bad_arguments(kwargs, message):
 def test_context_popularity_counts_items_within_each_context():
     train = pd.DataFrame({"user": [0, 1, 2, 0, 1], "item": [0, 0, 1, 2, 2], "context_id": [1, 1, 1, 3, 3]})
     model = ContextPopularity(prior_strength=0.0).fit(train, n_users=3, n_items=3, n_contexts=4)
-    torch.testing.assert_close(model.score([0], [1]), torch.tensor([[2 / 3, 1 / 3, 0.0]]))
-    torch.testing.assert_close(model.score([0], [3]), torch.tensor([[0.0, 0.0, 1.0]]))
+    torch.testing.assert_close(model.score([0], [1]).cpu(), torch.tensor([[2 / 3, 1 / 3, 0.0]]))
+    torch.testing.assert_close(model.score([0], [3]).cpu(), torch.tensor([[0.0, 0.0, 1.0]]))
     shrunk = ContextPopularity(prior_strength=5.0).fit(train, 3, 3, n_contexts=4)
-    torch.testing.assert_close(shrunk.score([0], [0]), torch.tensor([[0.4, 0.2, 0.4]]))  # empty context: n_i / N
+    torch.testing.assert_close(shrunk.score([0], [0]).cpu(), torch.tensor([[0.4, 0.2, 0.4]]))  # empty context: n_i / N
     with pytest.raises(ValueError, match="context id 4 is out of range"):
         model.score([0], [4])
 
