@@ -43,6 +43,25 @@ def test_planted_pattern_mornings_news_evenings_entertainment():
     assert share.loc[evening, "entertainment"] > 0.6
 
 
+def test_context_contrast_sharpens_what_each_context_favours():
+    from recsys_tutorial.data.synthetic import CONTEXT_AFFINITY
+
+    np.testing.assert_array_equal(make_planted_data(n_users=20).C, CONTEXT_AFFINITY)  # default: the pattern as is
+    np.testing.assert_allclose(make_planted_data(n_users=20, context_contrast=3.0).C, CONTEXT_AFFINITY**3)
+
+    def category_share(contrast):
+        data = make_planted_data(taste_concentration=3.0, p_follow=0.0, context_contrast=contrast)
+        df = data.interactions.merge(data.items, on="item_id")
+        return pd.crosstab(df["context_id"], df["category"], normalize="index")
+
+    soft, sharp = category_share(1.0), category_share(3.0)
+    afternoon, night = TIME_OF_DAY.index("afternoon"), TIME_OF_DAY.index("night")
+    assert sharp.loc[afternoon, "productivity"] > soft.loc[afternoon, "productivity"] + 0.15
+    assert sharp.loc[night, "entertainment"] > soft.loc[night, "entertainment"]
+    with pytest.raises(ValueError, match="context_contrast must be positive"):
+        make_planted_data(context_contrast=0.0)
+
+
 def test_planted_sequences_carry_an_order_signal():
     data = make_planted_data()
     df = data.interactions.sort_values(["user_id", "timestamp"])

@@ -45,6 +45,7 @@ class PlantedConfig:
     session_length: int = 5
     p_follow: float = 0.5  # chance that the next item is the previous item's successor
     taste_concentration: float = 0.5  # Dirichlet alpha: below 1 gives users distinct favourite categories
+    context_contrast: float = 1.0  # C = CONTEXT_AFFINITY ** contrast: above 1 sharpens what each context favours
     item_specificity: float = 2.0  # Gamma shape of item strengths within a category: lower is more skewed
     rating_noise: float = 0.5  # std of Gaussian noise added before rounding ratings to 1..5
     start: str = "2024-01-01"  # first session day (UTC)
@@ -102,7 +103,7 @@ def _planted_factors(cfg: PlantedConfig, rng: np.random.Generator):
     strength = rng.gamma(cfg.item_specificity, 1.0 / cfg.item_specificity, size=cfg.n_items)
     V = np.zeros((cfg.n_items, rank))
     V[np.arange(cfg.n_items), category] = strength  # each item loads on its own category only
-    return U, V, CONTEXT_AFFINITY.copy(), category
+    return U, V, CONTEXT_AFFINITY**cfg.context_contrast, category
 
 
 def _successors(category: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -141,6 +142,8 @@ def make_planted_data(config: PlantedConfig | None = None, **overrides) -> Plant
         Interactions (implicit clicks with ratings and timestamps) plus the ground truth.
     """
     cfg = PlantedConfig(**{**(config.__dict__ if config else {}), **overrides})
+    if cfg.context_contrast <= 0:
+        raise ValueError(f"context_contrast must be positive, got {cfg.context_contrast}: 1 keeps CONTEXT_AFFINITY")
     rng = np.random.default_rng(cfg.seed)
     U, V, C, category = _planted_factors(cfg, rng)
     successor = _successors(category, rng)
