@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_seconds": round(history.seconds, 2),
         "seconds_per_epoch": round(history.seconds / len(history.train_loss), 3),
         "valid_ndcg10": round(history.best_valid, 4),
+        "valid_curve": [round(v, 4) for v in history.valid],
         "test_hr10": round(test["HR@10"], 4),
         "test_ndcg10": round(test["NDCG@10"], 4),
         "parameters": model.n_parameters(),
