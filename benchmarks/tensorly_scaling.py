@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
 import subprocess
 import sys
@@ -65,8 +67,16 @@ def measure(method: str, shape: tuple[int, ...], rank: int, n_iter: int, device_
         "method": method, "device": str(device), "shape": list(shape), "rank": rank, "masked": masked,
         "n_iter": n_iter, "seconds_per_iter": round(seconds / n_iter, 4), "peak_mb": round(peak_mb, 1),
         "process_baseline_mb": round(baseline_mb, 1), "dense_tensor_mb": round(tensors.tensor_megabytes(shape), 1),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "machine": machine(),
     }  # fmt: skip
+
+
+def machine() -> str:
+    """Cores, GPU and torch version: enough to tell recorded runs apart."""
+    import torch
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()}-core {platform.machine()}, {gpu}, torch {torch.__version__}"
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
