@@ -9,6 +9,8 @@ between the ``<!-- results:... -->`` markers::
     python -m recsys_tutorial.results run --quick   # the same with QUICK=1: record only the QUICK run times
     python -m recsys_tutorial.results readme   # re-render README from the JSON files only
     python -m recsys_tutorial.results check    # exit 1 if the README is out of date
+
+The same numbers are stamped into each notebook's opening cell, on its ``**Run time**:`` line.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["Recorder", "results_dir", "render_readme", "run_notebooks"]
+__all__ = ["Recorder", "results_dir", "render_readme", "run_notebooks", "stamp_runtime"]
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -130,6 +132,42 @@ def metrics_table(directory: Path) -> str:
     return "\n".join(rows) + note
 
 
+RUNTIME_LINE = re.compile(r"^\*\*Run time\*\*:.*$", re.M)
+
+
+def runtime_line(payload: dict, machine: str) -> str:
+    """The opening cell's run-time line, from a notebook's recorded results."""
+    full, quick = (payload.get(k) for k in ("runtime_s", "runtime_quick_s"))
+    if full is None:
+        return "**Run time**: not measured yet (`make results` measures it)."
+    quick_part = f", {_fmt_runtime(quick)} with `QUICK`" if quick is not None else ""
+    return f"**Run time**: {_fmt_runtime(full)} in full{quick_part}, measured by `make results` on a {machine}."
+
+
+def stamp_runtime(source: str, payload: dict, machine: str) -> str:
+    """Return the opening cell ``source`` with its ``**Run time**:`` line set from ``payload``."""
+    if not RUNTIME_LINE.search(source):
+        raise ValueError("the notebook's first cell lacks a line starting with '**Run time**:'; add one")
+    return RUNTIME_LINE.sub(lambda m: runtime_line(payload, machine), source, count=1)
+
+
+def _stamp_notebooks(directory: Path, write: bool) -> list[str]:
+    """Stamp every notebook's run-time line; return the names of those that were out of date."""
+    import nbformat
+
+    machine = ", ".join(_describe_machine(directory).split(", ")[:2])  # "2-core x86_64 CPU, no GPU"
+    stale = []
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        fresh = stamp_runtime(nb.cells[0].source, _read_json(directory / f"{path.stem}.json"), machine)
+        if fresh != nb.cells[0].source:
+            stale.append(path.name)
+            if write:
+                nb.cells[0].source = fresh
+                nbformat.write(nb, path)
+    return stale
+
+
 def render_readme(text: str, directory: Path | None = None) -> str:
     """Return ``text`` with the blocks between ``<!-- results:NAME -->`` markers regenerated."""
     directory = directory or results_dir()
@@ -190,13 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     current = README.read_text(encoding="utf-8")
     fresh = render_readme(current)
     if args.command == "check":
-        if fresh != current:
-            print("README.md is out of date: run `make readme` (or `make results` to re-measure)")
+        stale = _stamp_notebooks(results_dir(), write=False)
+        if fresh != current or stale:
+            out_of_date = ["README.md"] * (fresh != current) + stale
+            print(f"{', '.join(out_of_date)} out of date: run `make readme` (or `make results` to re-measure)")
             return 1
-        print("README.md matches the recorded results")
+        print("README.md and the notebooks' run-time lines match the recorded results")
         return 0
     README.write_text(fresh, encoding="utf-8")
     print(f"rendered {README}")
+    for name in _stamp_notebooks(results_dir(), write=True):
+        print(f"stamped the run time of {name}")
     return 0
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from recsys_tutorial.results import README, Recorder, render_readme
+from recsys_tutorial.results import README, Recorder, _stamp_notebooks, render_readme, stamp_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -33,6 +33,21 @@ def test_readme_tables_match_the_recorded_results():
     """Nothing in the README's tables is typed by hand: they are exactly what the recorded results render to."""
     text = README.read_text(encoding="utf-8")
     assert render_readme(text, ROOT / "notebooks" / "results") == text, "run `make readme` (or `make results`)"
+
+
+def test_run_time_line_is_stamped_from_the_recorded_results():
+    opening = "# 99 · Example\n> summary\n\n**Run time**: see the README.\n\nMore text."
+    payload = {"runtime_s": 130.4, "runtime_quick_s": 21.0}
+    stamped = stamp_runtime(opening, payload, "2-core x86_64 CPU, no GPU")
+    expected = "**Run time**: 2.2 min in full, 21 s with `QUICK`, measured by `make results` on a 2-core x86_64 CPU"
+    assert expected in stamped and stamped.endswith("\n\nMore text.") and "see the README" not in stamped
+    assert "not measured yet" in stamp_runtime(opening, {}, "any machine")
+    with pytest.raises(ValueError, match=r"\*\*Run time\*\*"):
+        stamp_runtime("# 99 · Example\n> summary", payload, "any machine")
+
+
+def test_notebooks_open_with_their_measured_run_time():
+    assert _stamp_notebooks(ROOT / "notebooks" / "results", write=False) == [], "run `make readme`"
 
 
 def test_every_notebook_has_a_recorded_result_file():
