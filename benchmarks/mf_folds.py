@@ -48,9 +48,9 @@ def run(name: str, folds: list[int]) -> dict:
         else:
             model.fit(split.train, split.n_users, split.n_items)
         seconds.append(time.perf_counter() - start)
-        pred = model.predict(split.test["user"], split.test["item"]).clamp(1, 5).cpu().numpy()
-        rmses.append(rmse(split.test["rating"].to_numpy(copy=True), pred))
-        maes.append(mae(split.test["rating"].to_numpy(copy=True), pred))
+        pred, truth = model.predict(split.test["user"], split.test["item"]), split.test["rating"].to_numpy()
+        rmses.append(rmse(truth, pred, clip=(1, 5)))
+        maes.append(mae(truth, pred, clip=(1, 5)))
     config = dataclasses.asdict(model.config) if hasattr(model, "config") else {}
     return {
         "model": name, "folds": [f"u{k}" for k in folds],

@@ -17,7 +17,7 @@ import torch
 
 from .metrics import ranking_metrics, target_positions
 
-__all__ = ["evaluate_ranking", "evaluate_sampled", "mask_seen"]
+__all__ = ["evaluate_ranking", "evaluate_sampled", "mask_seen", "top_k_batch"]
 
 ScoreFn = Callable[..., torch.Tensor]
 
@@ -58,6 +58,17 @@ def mask_seen(scores: torch.Tensor, users, exclude: Sequence[np.ndarray]) -> tor
     if len(cols):
         scores[torch.as_tensor(rows, device=scores.device), torch.as_tensor(cols, device=scores.device)] = -torch.inf
     return scores
+
+
+def top_k_batch(
+    scores: torch.Tensor, users, k: int, exclude: Sequence[np.ndarray] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` (indices, scores) of a (B, n_items) score matrix after removing ``exclude[user]`` items."""
+    scores = scores.float().clone()  # (B, n_items), ours to mask
+    if exclude is not None:
+        mask_seen(scores, users, exclude)
+    top = torch.topk(scores, k, dim=1)  # (B, k) each, best first
+    return top.indices, top.values
 
 
 def evaluate_ranking(

@@ -6,7 +6,7 @@ otherwise trips learners up:
 
 * a mask must be a *float* tensor of the data's dtype and device (a bool mask fails on ``1 - mask``);
 * float32 cannot reach TensorLy's default ``tol=1e-8`` (changes that small are rounding noise), so the
-  tolerance defaults to 1e-6;
+  tolerance defaults to 1e-6 for CP and 1e-5 for Tucker;
 * ``random_state`` seeds NumPy, not torch: the wrappers always pass the seed explicitly;
 * masked ALS imputes missing entries with the current reconstruction (EM), starting from zeros, so
   ratings 1..5 must be centred first (:func:`ratings_tensor` does it);

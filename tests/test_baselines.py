@@ -3,9 +3,10 @@ import pandas as pd
 import pytest
 import torch
 
+import recsys_tutorial as rt
 from recsys_tutorial.evaluation import evaluate_ranking
 from recsys_tutorial.metrics import rmse
-from recsys_tutorial.models import BiasBaseline, MostPopular
+from recsys_tutorial.models import BiasBaseline, ContextPopularity, ImplicitALS, MostPopular
 from recsys_tutorial.splits import canonical_fold, encode_ids, seen_items, temporal_leave_one_out
 
 
@@ -39,6 +40,10 @@ def test_contract_shapes_and_clear_errors(model):
     assert model.score([0, 2]).shape == (2, 3)
     with pytest.raises(ValueError, match="user id 3 is out of range: the model knows 3 users"):
         model.score([3])
+    with pytest.raises(ValueError, match="user id -1 is out of range"):
+        model.score([-1])
+    with pytest.raises(ValueError, match="user id -1 is out of range"):
+        model.recommend([-1], k=1)
     with pytest.raises(ValueError, match="k must lie in 1..3"):
         model.recommend([0], k=4)
     with pytest.raises(ValueError, match="does not use context"):
@@ -49,6 +54,10 @@ def test_bias_baseline_predict_rejects_unknown_items():
     model = BiasBaseline().fit(_ratings(), 3, 3)
     with pytest.raises(ValueError, match="item id 7 is out of range"):
         model.predict([0], [7])
+    with pytest.raises(ValueError, match="item id -1 is out of range"):
+        model.predict([0], [-1])
+    with pytest.raises(ValueError, match="user id -1 is out of range"):
+        model.predict([-1], [0])
 
 
 def test_baselines_on_movielens_reproduce(ml100k_dir):
@@ -73,5 +82,10 @@ def test_baselines_on_movielens_reproduce(ml100k_dir):
 
 
 def test_scores_are_on_the_models_device():
-    model = MostPopular().fit(_ratings(), 3, 3)
-    assert model.score(torch.tensor([1])).device.type == "cpu"
+    """Models that choose their device (cuda/mps when present) score there, not on the CPU."""
+    device = rt.get_device()
+    ctx = ContextPopularity().fit(_ratings().assign(context_id=[0, 1, 0, 1, 0, 1, 0]), 3, 3, 2, device=device)
+    als = ImplicitALS(rank=2, n_sweeps=1).fit(_ratings(), 3, 3)
+    assert ctx.device.type == als.device.type == device.type
+    assert ctx.score(torch.tensor([1]), torch.tensor([0])).device.type == ctx.device.type
+    assert als.score(torch.tensor([1])).device.type == als.device.type

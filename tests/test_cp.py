@@ -106,10 +106,18 @@ def test_embedding_cp_bad_ids_raise():
     model = CPModel(rank=2, epochs=1).fit(_clicks(), 20, 15, 3, progress=False)
     with pytest.raises(ValueError, match="context id 3 is out of range"):
         model.score([0], [3])
+    with pytest.raises(ValueError, match="context id -1 is out of range"):
+        model.score([0], [-1])
     with pytest.raises(ValueError, match="item id 15 is out of range"):
         model.predict([0], [15], [0])
+    with pytest.raises(ValueError, match="item id -1 is out of range"):
+        model.predict([0], [-1], [0])
+    with pytest.raises(ValueError, match="user id -1 is out of range"):
+        model.predict([-1], [0], [0])
     with pytest.raises(ValueError, match="user id"):
         model.recommend([20], k=5)
+    with pytest.raises(ValueError, match="user id -1 is out of range"):
+        model.recommend([-1], k=5)
     bad = _clicks().assign(context_id=7)
     with pytest.raises(ValueError, match="context id 7"):
         CPModel(rank=2, epochs=1).fit(bad, 20, 15, 3, progress=False)
@@ -121,8 +129,11 @@ def test_embedding_cp_learns_context():
     df = pd.DataFrame(rows, columns=["user", "item", "context_id"])
     rt.seed_everything(0)
     model = CPModel(rank=2, epochs=60, loss="bce", lr=0.05, reg=0.0).fit(df, 10, 6, 2, progress=False)
-    top = model.recommend(torch.arange(10), k=1, exclude_seen=False, contexts=torch.ones(10, dtype=torch.long))[0]
-    assert (top[:, 0] == 1).all()
+    users = torch.arange(10)
+    top0 = model.recommend(users, k=1, exclude_seen=False, contexts=torch.zeros(10, dtype=torch.long))[0]
+    top1 = model.recommend(users, k=1, exclude_seen=False, contexts=torch.ones(10, dtype=torch.long))[0]
+    assert (top0[:, 0] == 0).all()
+    assert (top1[:, 0] == 1).all()
 
 
 def test_bad_loss_raises():

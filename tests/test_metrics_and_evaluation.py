@@ -90,6 +90,28 @@ def test_context_is_passed_to_the_score_function():
     assert m["HR@1"] == 1.0
 
 
+@pytest.mark.parametrize("context", [None, "context_id"])
+def test_evaluate_ranking_is_the_same_for_every_batch_size(context):
+    """7 users, 2 contexts, some queries with two held-out items, rows unsorted: batches of 1 and 4 split them."""
+    rng = np.random.default_rng(0)
+    n_users, n_items = 7, 12
+    table = torch.tensor(rng.normal(size=(2, n_users, n_items)), dtype=torch.float32)  # (context, user, item)
+    test = pd.DataFrame(
+        {"user": [3, 0, 6, 1, 3, 2, 5, 4, 0, 6, 1], "item": [1, 4, 7, 2, 9, 0, 11, 5, 8, 3, 10]}
+    ).assign(context_id=[0, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0])
+    exclude = [rng.choice(n_items, size=3, replace=False) for _ in range(n_users)]
+
+    def score(users, contexts=None):
+        return table[0 if contexts is None else contexts, users]  # (B, n_items)
+
+    runs = [
+        evaluate_ranking(score, test, exclude, k=3, context=context, **kw)
+        for kw in ({"batch_size": 1}, {"batch_size": 4}, {})
+    ]
+    assert runs[0] == runs[1] == runs[2]
+    assert 0.0 < runs[0]["HR@3"] < 1.0  # a mix of hits and misses, so every query's rank counts
+
+
 def test_sampled_protocol_inflates_the_same_ranking():
     # every user's target sits at full-ranking position 40 of 400: a clear miss at K=10 ...
     n_users, n_items = 50, 400

@@ -88,10 +88,11 @@ def test_contract_shapes_and_factors(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_recommend_never_returns_a_seen_item(name):
     model = _fit(name)
+    _, observed = _planted(seed=3)  # the interactions _fit gave to fit
     users = np.arange(40)
     top, _ = model.recommend(users, k=5)
     for u, row in zip(users, top.cpu().numpy(), strict=True):
-        assert not set(row) & set(model.seen_[u])
+        assert not set(row.tolist()) & set(np.flatnonzero(observed[u]).tolist())
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -109,11 +110,19 @@ def test_out_of_range_ids_raise_value_error(name):
     model = _fit(name)
     with pytest.raises(ValueError, match="user id 40 is out of range"):
         model.score([0, 40])
+    with pytest.raises(ValueError, match="user id -1 is out of range"):
+        model.score([-1, 0])
     if hasattr(model, "predict"):
         with pytest.raises(ValueError, match="item id 30 is out of range"):
             model.predict([0], [30])
+        with pytest.raises(ValueError, match="item id -1 is out of range"):
+            model.predict([0], [-1])
+        with pytest.raises(ValueError, match="user id -1 is out of range"):
+            model.predict([-1], [0])
     with pytest.raises(ValueError, match="out of range"):
         similar_items(model.V_, 30)
+    with pytest.raises(ValueError, match="item id -1 is out of range"):
+        similar_items(model.V_, -1)
 
 
 def test_fit_rejects_ids_beyond_the_declared_sizes():

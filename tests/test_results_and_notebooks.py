@@ -4,6 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from recsys_tutorial import results
 from recsys_tutorial.results import README, Recorder, _stamp_notebooks, render_readme, stamp_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +19,31 @@ def test_recorder_writes_json_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["99_example.json"]  # no temporary file left behind
     with pytest.raises(ValueError, match="should look like"):
         Recorder("Example Notebook", directory=tmp_path)
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    rec = Recorder("99_example", directory=tmp_path)
+    rec.log("ndcg", 0.5, "NDCG@10")
+    before = (tmp_path / "99_example.json").read_text()
+
+    def half_written_dump(payload, f, **kwargs):
+        f.write('{"notebook": ')
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results.json, "dump", half_written_dump)
+    with pytest.raises(OSError, match="disk full"):
+        rec.log("ndcg", 0.9, "NDCG@10")
+    assert (tmp_path / "99_example.json").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["99_example.json"]
+
+
+def test_recorder_keeps_the_measured_run_times_when_it_logs_again(tmp_path):
+    old = {"notebook": "99_example", "runtime_s": 42.0, "runtime_quick_s": 7.5, "metrics": {}}
+    (tmp_path / "99_example.json").write_text(json.dumps(old))
+    Recorder("99_example", directory=tmp_path).log("ndcg", 0.25, "NDCG@10")
+    payload = json.loads((tmp_path / "99_example.json").read_text())
+    assert (payload["runtime_s"], payload["runtime_quick_s"]) == (42.0, 7.5)
+    assert payload["metrics"]["ndcg"]["value"] == 0.25
 
 
 def test_render_readme_fills_the_marked_blocks(tmp_path):

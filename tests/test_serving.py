@@ -273,7 +273,7 @@ def test_load_test_refuses_other_hosts():
 # ---------------------------------------------------------------- batch pipeline on MovieLens-100K
 
 
-def test_pipeline_stores_every_users_unseen_top_k(tmp_path):
+def test_pipeline_stores_every_users_unseen_top_k(tmp_path, ml100k_dir):
     from recsys_tutorial.serving.pipeline import load_ratings, run_pipeline
 
     db = tmp_path / "rec.sqlite"
@@ -287,7 +287,7 @@ def test_pipeline_stores_every_users_unseen_top_k(tmp_path):
     assert (stored.groupby("context")["item"].nunique() > 10).all()  # lists differ between users
 
 
-def test_pipeline_saves_and_loads_a_model(tmp_path):
+def test_pipeline_saves_and_loads_a_model(tmp_path, ml100k_dir):
     from recsys_tutorial.serving.pipeline import run_pipeline
 
     first = run_pipeline("most-popular", db=tmp_path / "a.sqlite", k=5, save=tmp_path / "model.pt")
@@ -323,7 +323,7 @@ def test_cp_trainer_excludes_every_rated_item_when_serving(monkeypatch):
     from recsys_tutorial.serving import pipeline
     from recsys_tutorial.splits import encode_ids
 
-    monkeypatch.setattr(pipeline, "CP_ML100K", TensorModelConfig(rank=4, loss="bce", epochs=1, batch_size=4096))
+    monkeypatch.setattr(pipeline, "CLICKS_ML100K", TensorModelConfig(rank=4, loss="bce", epochs=1, batch_size=4096))
     clicks, users, items = encode_ids(make_planted_data().interactions)
     model = pipeline.TRAINERS["cp"](clicks, len(users), len(items))
     assert model.n_contexts == 4

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..evaluation import mask_seen
+from ..evaluation import top_k_batch
 from ..splits import seen_items
 
 __all__ = ["Recommender", "check_index", "as_index"]
@@ -69,10 +69,13 @@ class Recommender:
         """Top-``k`` item indices and their scores for each user, each (B, k), best first."""
         if not 1 <= k <= self.n_items:
             raise ValueError(f"k must lie in 1..{self.n_items}, got {k}")
-        scores = self.score(users, contexts).float().clone()  # (B, n_items)
-        if exclude_seen:
-            if not hasattr(self, "seen_"):
-                raise ValueError("the model has no record of seen items: fit it first or pass exclude_seen=False")
-            mask_seen(scores, as_index(users).numpy(), self.seen_)
-        top = torch.topk(scores, k, dim=1)
-        return top.indices, top.values
+        users = as_index(users, "cpu")  # the seen-item lookup runs on the CPU, wherever the scores live
+        return top_k_batch(self.score(users, contexts), users.numpy(), k, self.seen_or_none(exclude_seen))
+
+    def seen_or_none(self, exclude_seen: bool):
+        """The seen items to exclude from rankings (``None`` when ``exclude_seen`` is False)."""
+        if not exclude_seen:
+            return None
+        if not hasattr(self, "seen_"):
+            raise ValueError("the model has no record of seen items: fit it first or pass exclude_seen=False")
+        return self.seen_

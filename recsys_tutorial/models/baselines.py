@@ -30,6 +30,8 @@ class BiasBaseline(Recommender):
     def fit(self, train: pd.DataFrame, n_users: int, n_items: int) -> BiasBaseline:
         self.n_users, self.n_items = n_users, n_items
         u, i = train["user"].to_numpy(), train["item"].to_numpy()
+        check_index(as_index(u), n_users, "user")  # a clear error before any indexing below
+        check_index(as_index(i), n_items, "item")
         r = train["rating"].to_numpy(dtype=np.float64)
         self.mu_ = float(r.mean())
         b_u, b_i = np.zeros(n_users), np.zeros(n_items)

@@ -25,7 +25,7 @@ import torch
 
 from ..data import TIME_OF_DAY, add_context, load_movielens
 from ..models import ContextPopularity, ImplicitALS, MostPopular, Recommender
-from ..models.cp import CPModel, TensorModelConfig
+from ..models.cp import CLICKS_ML100K, CPModel
 from ..models.implicit_mf import IMPLICIT_ALS_ML100K
 from ..splits import IdMap, encode_ids, temporal_leave_one_out
 from ..utils import seed_everything
@@ -43,14 +43,12 @@ def _implicit_als(train: pd.DataFrame, n_users: int, n_items: int) -> Recommende
     return ImplicitALS(IMPLICIT_ALS_ML100K).fit(train, n_users, n_items)  # notebook 01's MF, its ML-100K preset
 
 
-# Notebook 02's configuration for CP on MovieLens-100K clicks (implicit feedback, sampled negatives).
-CP_ML100K = TensorModelConfig(rank=32, loss="bce", epochs=20, lr=0.01, reg=0.01, batch_size=4096, patience=2)
-
-
 def _cp(train: pd.DataFrame, n_users: int, n_items: int) -> Recommender:
     """Notebook 02's context-aware CP; each user's last interaction is held out only to stop training early."""
     split = temporal_leave_one_out(train)
-    model = CPModel(CP_ML100K).fit(split.train, n_users, n_items, len(TIME_OF_DAY), valid=split.valid, progress=False)
+    model = CPModel(CLICKS_ML100K).fit(
+        split.train, n_users, n_items, len(TIME_OF_DAY), valid=split.valid, progress=False
+    )
     model._remember_seen(train)  # serving excludes every rated item, the held-out ones included
     return model
 

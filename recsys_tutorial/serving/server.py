@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,16 +55,19 @@ class ApiServer:
         package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this same package
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         command = [sys.executable, "-m", "recsys_tutorial.serving.api", "--db", str(self.db_path)]
-        self.process = subprocess.Popen(
-            [*command, "--port", str(self.port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )  # fmt: skip
+        # Output goes to a file, not a pipe: an unread pipe fills up (~64 KiB of logs) and blocks the server.
+        self.log_path = Path(tempfile.mkstemp(prefix="recsys-api-", suffix=".log")[1])
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [*command, "--port", str(self.port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )  # fmt: skip
         atexit.register(self.stop)  # never leave a server behind, even if a notebook cell fails before stop()
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"the API process exited with {self.process.returncode}:\n{self.process.stdout.read()}"
+                    f"the API process exited with {self.process.returncode}:\n{self.log_path.read_text()}"
                 )
             try:
                 if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
@@ -84,8 +88,7 @@ class ApiServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        self.log_path.unlink(missing_ok=True)
         return self.process.returncode
 
     @property

@@ -115,7 +115,7 @@ class RecommendationStore:
             lists["user"].astype(int).tolist(),
             lists["rank"].astype(int).tolist(),
             lists["item"].astype(int).tolist(),
-            lists["score"].astype(float).where(lambda s: s.notna(), None).tolist(),
+            lists["score"].astype(float).tolist(),
             [stamp] * len(lists),
             strict=True,
         )

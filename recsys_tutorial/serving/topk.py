@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..evaluation import mask_seen
+from ..evaluation import top_k_batch
 from ..models.base import Recommender, as_index, check_index
 
 __all__ = ["TopKResult", "top_k_batch", "top_k"]
@@ -31,17 +31,6 @@ class TopKResult:
     peak_batch_bytes: int  # size of the largest (B, n_items) float32 score matrix held at once
     device: str
     peak_cuda_bytes: int | None = None  # measured peak of allocated CUDA memory during the run (GPU only)
-
-
-def top_k_batch(
-    scores: torch.Tensor, users: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` (indices, scores) of a (B, n_items) score matrix after removing ``exclude[user]`` items."""
-    scores = scores.float().clone()  # (B, n_items), ours to mask
-    if exclude is not None:
-        mask_seen(scores, users, exclude)
-    top = torch.topk(scores, k, dim=1)  # (B, k) each, best first
-    return top.indices, top.values
 
 
 def top_k(
@@ -93,9 +82,7 @@ def top_k(
         contexts = range(model.n_contexts) if model.n_contexts else [None]
     elif not model.n_contexts:
         raise ValueError(f"{type(model).__name__} does not use context: call top_k without contexts")
-    if exclude_seen and not hasattr(model, "seen_"):
-        raise ValueError("the model has no record of seen items: fit it first or pass exclude_seen=False")
-    exclude = model.seen_ if exclude_seen else None
+    exclude = model.seen_or_none(exclude_seen)
     cuda = torch.device(model.device).type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(model.device)
