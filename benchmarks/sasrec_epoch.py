@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = SASRec(config, progress=False).fit(split.train, split.n_users, split.n_items, valid=split.valid)
     exclude = seen_items(pd.concat([split.train, split.valid]), split.n_users, split.n_items)
     test = evaluate_ranking(model.score, split.test, exclude)
-    history = model.history
+    history = model.history_
     result = {
         "benchmark": "sasrec_epoch",
         "config": dataclasses.asdict(config),

@@ -17,12 +17,17 @@ def merge_config(cls: type[C], config: C | None = None, **overrides) -> C:
     >>> merge_config(SASRecConfig, SASRecConfig(dim=64), epochs=3).dim    # doctest: +SKIP
     64
 
-    An unknown override raises a ``TypeError`` naming it (a typo never passes silently).
+    An unknown override raises a ``TypeError`` naming it (a typo never passes silently). A ``config`` of a
+    parent dataclass (e.g. a ``TensorModelConfig`` given to a model whose ``Config`` extends it) keeps its fields.
     """
-    if config is not None and not isinstance(config, cls):
-        raise TypeError(f"expected a {cls.__name__}, got {type(config).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise TypeError(f"{cls.__name__} has no field(s) {unknown}; its fields are {sorted(known)}")
-    return dataclasses.replace(config, **overrides) if config is not None else cls(**overrides)
+    if config is None:
+        return cls(**overrides)
+    if isinstance(config, cls):
+        return dataclasses.replace(config, **overrides)
+    if dataclasses.is_dataclass(config) and issubclass(cls, type(config)):  # a base config extended by cls
+        return cls(**{**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)}, **overrides})
+    raise TypeError(f"expected a {cls.__name__}, got {type(config).__name__}")

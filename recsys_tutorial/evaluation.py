@@ -1,8 +1,9 @@
 """The evaluation protocol: full ranking over all items with each user's seen items excluded.
 
-A model is evaluated through its score function, ``score_fn(users)`` or ``score_fn(users, contexts)``,
-returning a (B, n_items) tensor. Every item the user has already interacted with is removed from the
-ranking except the held-out one, and the held-out item's position among *all* remaining items gives
+A model is evaluated through its scores: pass a fitted recommender (anything with ``score(users[,
+contexts])``), or a score function ``score_fn(users)`` / ``score_fn(users, contexts)`` returning a
+(B, n_items) tensor (an oracle, a hand-written ranker). Every item the user has already interacted
+with is removed from the ranking, and the held-out item's position among *all* remaining items gives
 the metrics. The sampled variant (rank the target among 100 random unseen items) exists only to show
 why numbers reported that way look inflated.
 """
@@ -15,11 +16,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .metrics import ranking_metrics, target_positions
+from .metrics import per_query_metrics, target_positions
+from .ranking import batch_rows, mask_seen
 
-__all__ = ["evaluate_ranking", "evaluate_sampled", "mask_seen", "top_k_batch"]
+__all__ = ["evaluate_ranking", "evaluate_sampled", "check_no_repeat_targets"]
 
 ScoreFn = Callable[..., torch.Tensor]
+
+
+def _score_fn(model, context: str | None) -> tuple[ScoreFn, str | None]:
+    """A callable for ``model`` and the context column it uses (None for models that ignore context)."""
+    if hasattr(model, "score") and hasattr(model, "uses_context"):  # a fitted Recommender
+        return model.score, (context if model.uses_context else None)
+    return model, context
 
 
 def _queries(heldout: pd.DataFrame, context: str | None) -> tuple[pd.DataFrame, np.ndarray]:
@@ -28,6 +37,8 @@ def _queries(heldout: pd.DataFrame, context: str | None) -> tuple[pd.DataFrame, 
     missing = [c for c in keys + ["item"] if c not in heldout]
     if missing:
         raise ValueError(f"held-out frame lacks column(s) {missing}")
+    if heldout.empty:
+        raise ValueError("the held-out frame is empty: there is nothing to evaluate")
     queries = heldout[keys].drop_duplicates().sort_values(keys).reset_index(drop=True)
     qid = heldout[keys].merge(queries.reset_index(), on=keys, how="left")["index"].to_numpy()
     return queries, qid
@@ -44,72 +55,82 @@ def _scores(score_fn: ScoreFn, queries: pd.DataFrame, batch: np.ndarray, context
     return scores.detach().float().clone()  # (B, n_items), ours to mask
 
 
-def mask_seen(scores: torch.Tensor, users, exclude: Sequence[np.ndarray]) -> torch.Tensor:
-    """Set ``scores[r, i] = -inf`` for every item i in ``exclude[users[r]]``, in place; returns ``scores``.
+def check_no_repeat_targets(heldout: pd.DataFrame, exclude: Sequence[np.ndarray]) -> None:
+    """Raise ``ValueError`` if a held-out item is among the items excluded for its user (a repeat target).
 
-    The one place where seen items leave a ranking: evaluation, ``Recommender.recommend`` and the
-    serving top-K all call it.
+    A recommender that excludes seen items can never recommend such an item, so putting it back into the
+    ranking for evaluation only inflates the numbers. Drop repeats from the targets (the series' protocol:
+    ``temporal_leave_one_out(..., repeats="drop")`` holds out each user's next *new* item) or exclude less.
     """
-    users = np.asarray(users)
-    if len(users) == 0:
-        return scores
-    rows = np.concatenate([np.full(len(exclude[u]), r) for r, u in enumerate(users)])  # batch row per seen pair
-    cols = np.concatenate([np.asarray(exclude[u], dtype=np.int64) for u in users])
-    if len(cols):
-        scores[torch.as_tensor(rows, device=scores.device), torch.as_tensor(cols, device=scores.device)] = -torch.inf
-    return scores
-
-
-def top_k_batch(
-    scores: torch.Tensor, users, k: int, exclude: Sequence[np.ndarray] | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` (indices, scores) of a (B, n_items) score matrix after removing ``exclude[user]`` items."""
-    scores = scores.float().clone()  # (B, n_items), ours to mask
-    if exclude is not None:
-        mask_seen(scores, users, exclude)
-    top = torch.topk(scores, k, dim=1)  # (B, k) each, best first
-    return top.indices, top.values
+    users, items = heldout["user"].to_numpy(), heldout["item"].to_numpy()
+    repeats = [r for r, (u, i) in enumerate(zip(users, items, strict=True)) if np.isin(i, exclude[u])]
+    if repeats:
+        first = heldout.iloc[repeats[0]]
+        raise ValueError(
+            f"{len(repeats)} of {len(heldout)} held-out items are already among their user's excluded (seen) items, "
+            f"e.g. user {first['user']} item {first['item']}: repeat targets inflate every metric. Hold out each "
+            "user's next new item (temporal_leave_one_out(..., repeats='drop')) or do not exclude those items."
+        )
 
 
 def evaluate_ranking(
-    score_fn: ScoreFn,
+    model,
     heldout: pd.DataFrame,
     exclude: Sequence[np.ndarray],
     k: int = 10,
     context: str | None = None,
-    batch_size: int = 1024,
+    per_user: bool = False,
+    batch_size: int | None = None,
     device: torch.device | str | None = None,
-) -> dict[str, float]:
+):
     """HR@K, NDCG@K, Recall@K and MRR under full ranking with seen items excluded.
 
     Parameters
     ----------
-    score_fn : callable
-        ``score_fn(users)``, or ``score_fn(users, contexts)`` when ``context`` names a column.
+    model : Recommender or callable
+        A fitted recommender, or ``score_fn(users)`` / ``score_fn(users, contexts)`` returning (B, n_items).
+        A recommender that ignores context is scored without it, even when ``context`` is given.
     heldout : DataFrame
         Encoded held-out interactions (``user``, ``item``, and the context column if any).
     exclude : list of arrays
         ``exclude[u]``: items to remove from user u's ranking (typically train + validation items).
-        Held-out items are never removed, even if listed.
+        A held-out item listed there raises (see :func:`check_no_repeat_targets`).
+    context : str, optional
+        Column of context ids given to the model with each query ("what will this user pick *now*").
+    per_user : bool
+        Also return one row per query (user[, context]) with its metrics, whose column means are the
+        returned numbers: what paired comparisons (:mod:`recsys_tutorial.stats`) resample.
+    batch_size : int, optional
+        Queries scored at once; by default as many as fit a fixed memory budget for the catalogue size.
+
+    Returns
+    -------
+    dict of metric -> value, or (that dict, DataFrame of per-query metrics) with ``per_user=True``.
     """
+    score_fn, context = _score_fn(model, context)
     queries, qid = _queries(heldout, context)
+    check_no_repeat_targets(heldout, exclude)
     items = heldout["item"].to_numpy()
     positions = np.empty(len(heldout), dtype=np.int64)
-    for start in range(0, len(queries), batch_size):
-        batch = np.arange(start, min(start + batch_size, len(queries)))
+    start, n_rows = 0, batch_size or 1  # without a batch size, score one query first to learn the catalogue size
+    while start < len(queries):
+        batch = np.arange(start, min(start + n_rows, len(queries)))
         scores = _scores(score_fn, queries, batch, context, device)
         pairs = np.flatnonzero((qid >= batch[0]) & (qid <= batch[-1]))
         rows = torch.as_tensor(qid[pairs] - batch[0], device=scores.device)
         cols = torch.as_tensor(items[pairs], device=scores.device)
-        target = scores[rows, cols].clone()  # keep the held-out scores through the masking
         mask_seen(scores, queries["user"].to_numpy()[batch], exclude)
-        scores[rows, cols] = target
         positions[pairs] = target_positions(scores, rows, cols).cpu().numpy()
-    return ranking_metrics(positions, qid, k)
+        start, n_rows = batch[-1] + 1, batch_size or batch_rows(scores.shape[1])
+    table = per_query_metrics(positions, qid, k)
+    metrics = {name: float(table[name].mean()) for name in table.columns}
+    if per_user:
+        return metrics, pd.concat([queries, table], axis=1)
+    return metrics
 
 
 def evaluate_sampled(
-    score_fn: ScoreFn,
+    model,
     heldout: pd.DataFrame,
     exclude: Sequence[np.ndarray],
     n_items: int,
@@ -128,16 +149,22 @@ def evaluate_sampled(
     ----------
     .. [1] W. Krichene and S. Rendle, "On Sampled Metrics for Item Recommendation", KDD 2020.
     """
+    score_fn, context = _score_fn(model, context)
     rng = np.random.default_rng(seed)
     queries, qid = _queries(heldout, context)
+    check_no_repeat_targets(heldout, exclude)
     items = heldout["item"].to_numpy()
     positions = np.empty(len(heldout), dtype=np.int64)
-    scores = _scores(score_fn, queries, np.arange(len(queries)), context, device).cpu()
-    for p in range(len(heldout)):
-        user = queries["user"].iat[qid[p]]
-        forbidden = np.union1d(exclude[user], items[qid == qid[p]])
-        candidates = np.setdiff1d(np.arange(n_items), forbidden, assume_unique=True)
-        negatives = rng.choice(candidates, size=min(n_negatives, len(candidates)), replace=False)
-        row = scores[qid[p]]
-        positions[p] = int((row[negatives] >= row[items[p]]).sum())
-    return ranking_metrics(positions, qid, k)
+    n_rows = batch_rows(n_items)
+    for start in range(0, len(queries), n_rows):
+        batch = np.arange(start, min(start + n_rows, len(queries)))
+        scores = _scores(score_fn, queries, batch, context, device).cpu()
+        for p in np.flatnonzero((qid >= batch[0]) & (qid <= batch[-1])):
+            user = queries["user"].iat[qid[p]]
+            forbidden = np.union1d(exclude[user], items[qid == qid[p]])
+            candidates = np.setdiff1d(np.arange(n_items), forbidden, assume_unique=True)
+            negatives = rng.choice(candidates, size=min(n_negatives, len(candidates)), replace=False)
+            row = scores[qid[p] - batch[0]]
+            positions[p] = int((row[negatives] >= row[items[p]]).sum())
+    table = per_query_metrics(positions, qid, k)
+    return {name: float(table[name].mean()) for name in table.columns}

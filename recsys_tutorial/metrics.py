@@ -15,11 +15,10 @@ by the ideal DCG of min(K, n_relevant) hits at the top.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
-__all__ = [
-    "rmse", "mae", "target_positions", "hit_rate", "ndcg", "mrr", "recall", "ranking_metrics",
-]  # fmt: skip
+__all__ = ["rmse", "mae", "target_positions", "per_query_metrics", "ranking_metrics"]
 
 
 def rmse(y_true, y_pred, clip: tuple[float, float] | None = None) -> float:
@@ -67,32 +66,12 @@ def target_positions(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tens
     return at_or_above - 1
 
 
-def hit_rate(positions, k: int) -> float:
-    """HR@K for one held-out item per user."""
-    return float(np.mean(np.asarray(positions) < k))
+def per_query_metrics(positions, groups, k: int = 10) -> pd.DataFrame:
+    """HR@K, NDCG@K, Recall@K and MRR of each query (user), one row per distinct ``groups`` value, sorted.
 
-
-def ndcg(positions, k: int) -> float:
-    """NDCG@K for one held-out item per user."""
-    pos = np.asarray(positions, dtype=np.float64)
-    return float(np.mean(np.where(pos < k, 1.0 / np.log2(pos + 2.0), 0.0)))
-
-
-def mrr(positions) -> float:
-    """Mean reciprocal rank for one held-out item per user."""
-    return float(np.mean(1.0 / (np.asarray(positions, dtype=np.float64) + 1.0)))
-
-
-def recall(positions, groups, k: int) -> float:
-    """Recall@K: per user (``groups`` gives each position's user), the share of held-out items in the top K."""
-    pos, groups = np.asarray(positions), np.asarray(groups)
-    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    hits = np.bincount(inverse, weights=(pos < k).astype(float))
-    return float(np.mean(hits / counts))
-
-
-def ranking_metrics(positions, groups, k: int = 10) -> dict[str, float]:
-    """HR@K, NDCG@K, Recall@K and MRR for held-out items grouped by user (one or several per user)."""
+    ``positions`` holds each held-out item's 0-based position and ``groups`` its query; a query may have
+    several held-out items. The column means are :func:`ranking_metrics`.
+    """
     pos, groups = np.asarray(positions, dtype=np.float64), np.asarray(groups)
     if pos.shape != groups.shape or pos.size == 0:
         raise ValueError("positions and groups must be non-empty arrays of one shape")
@@ -103,9 +82,12 @@ def ranking_metrics(positions, groups, k: int = 10) -> dict[str, float]:
     dcg = np.bincount(inverse, weights=np.where(pos < k, 1.0 / np.log2(pos + 2.0), 0.0), minlength=n)
     ideal = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))[np.minimum(counts, k) - 1]
     hits = np.bincount(inverse, weights=(pos < k).astype(float), minlength=n)
-    return {
-        f"HR@{k}": float(np.mean(first < k)),
-        f"NDCG@{k}": float(np.mean(dcg / ideal)),
-        f"Recall@{k}": float(np.mean(hits / counts)),
-        "MRR": float(np.mean(1.0 / (first + 1.0))),
-    }
+    return pd.DataFrame(
+        {f"HR@{k}": (first < k).astype(float), f"NDCG@{k}": dcg / ideal, f"Recall@{k}": hits / counts,
+         "MRR": 1.0 / (first + 1.0)}
+    )  # fmt: skip
+
+
+def ranking_metrics(positions, groups, k: int = 10) -> dict[str, float]:
+    """HR@K, NDCG@K, Recall@K and MRR for held-out items grouped by user (one or several per user)."""
+    return {name: float(values.mean()) for name, values in per_query_metrics(positions, groups, k).items()}

@@ -3,6 +3,16 @@
 Every model in the series works on contiguous indices ``0..n_users-1`` and ``0..n_items-1``. The
 protocol for ranking is temporal leave-one-out: each user's last interaction is the test item, the
 second-to-last the validation item, everything before is training data, so no model sees the future.
+
+Two details decide which item is held out, and both are fixed here once:
+
+* **Ties in time.** Many logs record several interactions in the same second (MovieLens users rate a
+  batch of films in one sitting). Within a tie the order is unknown, so it is broken by a seeded
+  pseudo-random key of (user, item): reproducible, and unrelated to how items happen to be numbered.
+  Breaking ties by item index instead would systematically hold out the highest-index (on MovieLens:
+  newer, rarer) film of a user's last sitting.
+* **Repeats.** The held-out item is the user's next *new* item: only each user's first interaction
+  with an item is kept, since a recommender that excludes seen items could never recommend a repeat.
 """
 
 from __future__ import annotations
@@ -13,11 +23,14 @@ import numpy as np
 import pandas as pd
 
 from .data.movielens import load_fold, load_movielens
+from .ids import check_ids
 
 __all__ = [
     "IdMap", "Split", "encode_ids", "random_holdout", "temporal_leave_one_out", "canonical_fold",
-    "seen_items", "user_sequences",
+    "seen_items", "user_sequences", "chronological", "TIE_BREAK_SEED",
 ]  # fmt: skip
+
+TIE_BREAK_SEED = 0  # the series' fixed seed for breaking same-second ties (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -44,8 +57,7 @@ class IdMap:
     def to_raw(self, index) -> np.ndarray:
         """Raw ids of indices; out-of-range indices raise a ``ValueError``."""
         index = np.asarray(index)
-        if index.size and (index.min() < 0 or index.max() >= len(self.ids)):
-            raise ValueError(f"{self.name} index out of range 0..{len(self) - 1}: got {index.min()}..{index.max()}")
+        check_ids(index, len(self.ids), self.name)
         return self.ids[index]
 
 
@@ -74,34 +86,71 @@ class Split:
     test: pd.DataFrame
     n_users: int
     n_items: int
+    repeats_dropped: int = 0  # later interactions with an already-seen item, removed before splitting
 
     def __repr__(self) -> str:
+        dropped = f", repeats_dropped={self.repeats_dropped:,}" if self.repeats_dropped else ""
         return (
             f"Split(train={len(self.train):,}, valid={len(self.valid):,}, test={len(self.test):,}, "
-            f"n_users={self.n_users}, n_items={self.n_items})"
+            f"n_users={self.n_users}, n_items={self.n_items}{dropped})"
         )
 
 
-def _chronological(df: pd.DataFrame) -> pd.DataFrame:
-    # Many MovieLens ratings share a second; breaking ties by item makes the order reproducible.
-    return df.sort_values(["user", "timestamp", "item"], kind="stable").reset_index(drop=True)
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a fixed, well-mixed 64-bit hash of each value (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
-def temporal_leave_one_out(ratings: pd.DataFrame) -> Split:
+def chronological(df: pd.DataFrame, tie_break: str = "random", seed: int = TIE_BREAK_SEED) -> pd.DataFrame:
+    """``df`` sorted by user, then time; interactions in the same second ordered by ``tie_break``.
+
+    ``"random"``: a pseudo-random key hashed from (user, item, seed), the same whatever subset of the data
+    is sorted (so a split and the sequences built from its parts agree). ``"item"``: by item index, the
+    arbitrary rule this series used before, kept to show how much it moves the numbers.
+    """
+    if tie_break == "random":
+        pair = df["user"].to_numpy(np.uint64) << np.uint64(32) | df["item"].to_numpy(np.uint64)
+        key = _mix64(pair ^ _mix64(np.full(1, seed, dtype=np.uint64))[0])
+    elif tie_break == "item":
+        key = df["item"].to_numpy()
+    else:
+        raise ValueError(f"tie_break must be 'random' or 'item', got {tie_break!r}")
+    return df.assign(_key=key).sort_values(["user", "timestamp", "_key"], kind="stable").drop(columns="_key")
+
+
+def temporal_leave_one_out(
+    ratings: pd.DataFrame, tie_break: str = "random", seed: int = TIE_BREAK_SEED, repeats: str = "drop"
+) -> Split:
     """Per user: last interaction -> test, second-to-last -> validation, the rest -> train.
 
-    ``ratings`` must be encoded (``user``, ``item``) and have a ``timestamp``. Users with fewer than
-    three interactions keep them all in training.
+    ``ratings`` must be encoded (``user``, ``item``) and have a ``timestamp``. Same-second ties are broken
+    by :func:`chronological`; ``repeats="drop"`` first keeps only each user's first interaction with each
+    item, so every held-out item is new to its user (``"keep"`` leaves repeats in, and evaluation that
+    excludes seen items then refuses the repeat targets). Every part gains an ``order`` column, the
+    interaction's index in its user's chronological history, which :func:`user_sequences` follows.
+    Users with fewer than three interactions keep them all in training.
     """
     _require(ratings, ["user", "item", "timestamp"])
-    df = _chronological(ratings)
+    if repeats not in ("drop", "keep"):
+        raise ValueError(f"repeats must be 'drop' or 'keep', got {repeats!r}")
+    df = chronological(ratings, tie_break, seed)
+    n_before = len(df)
+    if repeats == "drop":
+        df = df.drop_duplicates(["user", "item"], keep="first")
+    df = df.reset_index(drop=True)
+    df["order"] = df.groupby("user").cumcount()  # 0 = the user's first interaction
     from_end = df.groupby("user").cumcount(ascending=False)  # 0 = most recent
     size = df.groupby("user")["item"].transform("size")
     held = size >= 3
     test = df[held & (from_end == 0)]
     valid = df[held & (from_end == 1)]
     train = df[~held | (from_end >= 2)]
-    return Split(*(p.reset_index(drop=True) for p in (train, valid, test)), *_sizes(ratings))
+    parts = (p.reset_index(drop=True) for p in (train, valid, test))
+    return Split(*parts, *_sizes(ratings), repeats_dropped=n_before - len(df))
 
 
 def random_holdout(
@@ -135,16 +184,25 @@ def canonical_fold(fold: int | str, root=None) -> Split:
 def seen_items(interactions: pd.DataFrame, n_users: int, n_items: int) -> list[np.ndarray]:
     """For each user index, the sorted array of item indices they interacted with."""
     _require(interactions, ["user", "item"])
-    _check_range(interactions, n_users, n_items)
+    check_ids(interactions["user"].to_numpy(), n_users, "user")
+    check_ids(interactions["item"].to_numpy(), n_items, "item")
     df = interactions[["user", "item"]].drop_duplicates().sort_values(["user", "item"])
     counts = np.bincount(df["user"].to_numpy(), minlength=n_users)
     return np.split(df["item"].to_numpy(), np.cumsum(counts)[:-1])
 
 
 def user_sequences(interactions: pd.DataFrame, n_users: int) -> list[np.ndarray]:
-    """Each user's item indices in chronological order (ties broken by item), for sequence models."""
-    _require(interactions, ["user", "item", "timestamp"])
-    df = _chronological(interactions)
+    """Each user's item indices in chronological order, for sequence models.
+
+    Frames from :func:`temporal_leave_one_out` carry an ``order`` column, which is followed (so the
+    sequences agree with the split's tie-break); otherwise ties are broken as :func:`chronological` does.
+    """
+    if "order" in interactions:
+        _require(interactions, ["user", "item", "order"])
+        df = interactions.sort_values(["user", "order"], kind="stable")
+    else:
+        _require(interactions, ["user", "item", "timestamp"])
+        df = chronological(interactions)
     counts = np.bincount(df["user"].to_numpy(), minlength=n_users)
     return np.split(df["item"].to_numpy(), np.cumsum(counts)[:-1])
 
@@ -157,11 +215,3 @@ def _require(df: pd.DataFrame, columns: list[str]) -> None:
     missing = [c for c in columns if c not in df]
     if missing:
         raise ValueError(f"missing column(s) {missing}: encode raw ids first with encode_ids(ratings)")
-
-
-def _check_range(df: pd.DataFrame, n_users: int, n_items: int) -> None:
-    for col, n in (("user", n_users), ("item", n_items)):
-        values = df[col].to_numpy()
-        if values.size and (values.min() < 0 or values.max() >= n):
-            bad = values.max() if values.max() >= n else values.min()
-            raise ValueError(f"{col} index {bad} is out of range: there are {n} {col}s (0..{n - 1})")

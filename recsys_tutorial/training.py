@@ -1,7 +1,7 @@
 """The training loop every PyTorch model in the series shares.
 
 One epoch is a callable that returns its mean loss; validation is a callable that returns one number.
-:func:`train` runs epochs behind a single progress bar (no wall of logs), keeps the history for the
+:func:`run_epochs` runs epochs behind a single progress bar (no wall of logs), keeps the history for the
 learning-curve plots, stops early when validation stops improving, and restores the best weights.
 """
 
@@ -15,24 +15,42 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["History", "train", "minibatches", "sample_negatives"]
+__all__ = ["History", "run_epochs", "minibatches", "sample_negatives"]
 
 
 @dataclass
 class History:
-    """Per-epoch training loss and validation metric, the best epoch, and wall time."""
+    """What a fit did: per-epoch (or per-sweep) training loss and validation metric, the best epoch, wall time.
+
+    Every fitted recommender has one as ``history_``. ``best_epoch`` is 0-based: the weights kept are those
+    after epoch ``best_epoch + 1``. A model fitted in one closed-form step has one entry.
+    """
 
     train_loss: list[float] = field(default_factory=list)
     valid: list[float] = field(default_factory=list)
     best_epoch: int = -1
     seconds: float = 0.0
+    metric: str = ""  # name of the validation metric, e.g. "NDCG@10" or "RMSE"
+    higher_is_better: bool = True
+
+    @property
+    def epochs(self) -> int:
+        """Epochs (or sweeps) run."""
+        return len(self.train_loss)
 
     @property
     def best_valid(self) -> float:
         return self.valid[self.best_epoch] if self.valid else float("nan")
 
+    def best_of(self) -> int:
+        """Index of the best validation value (last epoch when there is no validation)."""
+        if not self.valid:
+            return len(self.train_loss) - 1
+        pick = max if self.higher_is_better else min
+        return self.valid.index(pick(self.valid))
 
-def train(
+
+def run_epochs(
     run_epoch: Callable[[int], float],
     epochs: int,
     validate: Callable[[], float] | None = None,
@@ -41,6 +59,7 @@ def train(
     higher_is_better: bool = True,
     desc: str = "training",
     progress: bool = True,
+    metric: str = "",
 ) -> History:
     """Run ``run_epoch(epoch)`` up to ``epochs`` times with validation-based early stopping.
 
@@ -57,7 +76,8 @@ def train(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
-    history, best, best_state, start = History(), None, None, time.perf_counter()
+    history = History(metric=metric, higher_is_better=higher_is_better)
+    best, best_state, start = None, None, time.perf_counter()
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=True)
     for epoch in bar:
         history.train_loss.append(float(run_epoch(epoch)))

@@ -84,26 +84,26 @@ def _clicks(n_users=20, n_items=15, n_contexts=3, n=400, seed=0):
 
 
 def test_embedding_cp_equals_cp_to_tensor():
-    model = CPModel(rank=4, epochs=2, biases=False, loss="bce").fit(_clicks(), 20, 15, 3, progress=False)
+    model = CPModel(rank=4, epochs=2, biases=False, loss="bce", progress=False).fit(_clicks(), 20, 15, 3)
     scores = torch.stack([model.score(torch.arange(20), torch.full((20,), c)) for c in range(3)], -1)
     torch.testing.assert_close(scores, tl.cp_to_tensor(model.cp_tensor()))  # (n_users, n_items, n_contexts)
 
 
 def test_single_context_cp_is_mf():
-    model = CPModel(rank=4, epochs=2).fit(_clicks(), 20, 15, n_contexts=1, progress=False)
+    model = CPModel(rank=4, epochs=2, progress=False).fit(_clicks(), 20, 15, n_contexts=1)
     net = model.net_
     mf = net.mu + net.b_u[:, None] + net.b_i[None, :] + (net.U * net.C[0]) @ net.V.T
     torch.testing.assert_close(model.score(torch.arange(20)), mf.detach())
 
 
 def test_embedding_cp_seed_reproduces():
-    a = CPModel(rank=4, epochs=2, seed=5).fit(_clicks(), 20, 15, 3, progress=False)
-    b = CPModel(rank=4, epochs=2, seed=5).fit(_clicks(), 20, 15, 3, progress=False)
+    a = CPModel(rank=4, epochs=2, seed=5, progress=False).fit(_clicks(), 20, 15, 3)
+    b = CPModel(rank=4, epochs=2, seed=5, progress=False).fit(_clicks(), 20, 15, 3)
     torch.testing.assert_close(a.score([0, 1], [2, 0]), b.score([0, 1], [2, 0]))
 
 
 def test_embedding_cp_bad_ids_raise():
-    model = CPModel(rank=2, epochs=1).fit(_clicks(), 20, 15, 3, progress=False)
+    model = CPModel(rank=2, epochs=1, progress=False).fit(_clicks(), 20, 15, 3)
     with pytest.raises(ValueError, match="context id 3 is out of range"):
         model.score([0], [3])
     with pytest.raises(ValueError, match="context id -1 is out of range"):
@@ -120,7 +120,7 @@ def test_embedding_cp_bad_ids_raise():
         model.recommend([-1], k=5)
     bad = _clicks().assign(context_id=7)
     with pytest.raises(ValueError, match="context id 7"):
-        CPModel(rank=2, epochs=1).fit(bad, 20, 15, 3, progress=False)
+        CPModel(rank=2, epochs=1, progress=False).fit(bad, 20, 15, 3)
 
 
 def test_embedding_cp_learns_context():
@@ -128,7 +128,7 @@ def test_embedding_cp_learns_context():
     rows = [(u, c, c) for u in range(10) for c in (0, 1) for _ in range(5)]
     df = pd.DataFrame(rows, columns=["user", "item", "context_id"])
     rt.seed_everything(0)
-    model = CPModel(rank=2, epochs=60, loss="bce", lr=0.05, reg=0.0).fit(df, 10, 6, 2, progress=False)
+    model = CPModel(rank=2, epochs=60, loss="bce", lr=0.05, reg=0.0, progress=False).fit(df, 10, 6, 2)
     users = torch.arange(10)
     top0 = model.recommend(users, k=1, exclude_seen=False, contexts=torch.zeros(10, dtype=torch.long))[0]
     top1 = model.recommend(users, k=1, exclude_seen=False, contexts=torch.ones(10, dtype=torch.long))[0]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from recsys_tutorial.evaluation import evaluate_ranking, evaluate_sampled
-from recsys_tutorial.metrics import hit_rate, mae, mrr, ndcg, ranking_metrics, recall, rmse, target_positions
+from recsys_tutorial.metrics import mae, per_query_metrics, ranking_metrics, rmse, target_positions
+from recsys_tutorial.models import MostPopular
 
 
 def test_rating_metrics_by_hand():
@@ -23,10 +24,13 @@ def test_positions_count_ties_against_the_target():
 
 
 def test_single_target_metrics_by_hand():
-    positions = [0, 2, 11]  # hit at the top, hit at rank 3, miss
-    assert hit_rate(positions, 10) == pytest.approx(2 / 3)
-    assert ndcg(positions, 10) == pytest.approx((1 + 1 / math.log2(4)) / 3)
-    assert mrr(positions) == pytest.approx((1 + 1 / 3 + 1 / 12) / 3)
+    positions = [0, 2, 11]  # three users: hit at the top, hit at rank 3, miss
+    m = ranking_metrics(positions, [0, 1, 2], k=10)
+    assert m["HR@10"] == pytest.approx(2 / 3) and m["Recall@10"] == pytest.approx(2 / 3)  # one item each: equal
+    assert m["NDCG@10"] == pytest.approx((1 + 1 / math.log2(4)) / 3)
+    assert m["MRR"] == pytest.approx((1 + 1 / 3 + 1 / 12) / 3)
+    per_user = per_query_metrics(positions, [0, 1, 2], k=10)
+    assert per_user["NDCG@10"].tolist() == pytest.approx([1.0, 1 / math.log2(4), 0.0])
 
 
 def test_three_item_lists_ndcg_and_recall_by_hand():
@@ -38,7 +42,7 @@ def test_three_item_lists_ndcg_and_recall_by_hand():
     assert m["NDCG@3"] == pytest.approx(expected_ndcg)
     assert m["HR@3"] == 1.0 and m["Recall@3"] == 1.0
     assert m["MRR"] == pytest.approx((1 + 1 / 2) / 2)
-    assert recall(positions, groups, k=1) == pytest.approx((1 / 2 + 0) / 2)
+    assert ranking_metrics(positions, groups, k=1)["Recall@1"] == pytest.approx((1 / 2 + 0) / 2)
 
 
 def _checkerboard(n_users=6, n_items=6):
@@ -68,10 +72,36 @@ def test_without_excluding_seen_items_the_target_is_pushed_down():
     assert m["HR@1"] == 0.0  # two seen same-parity items tie with the target and count against it
 
 
-def test_held_out_item_is_never_excluded():
+def test_repeat_target_in_exclude_raises_instead_of_inflating():
+    """Regression: a held-out item listed among the user's seen items used to be put back into the ranking.
+
+    A recommender that excludes seen items never recommends such an item, so scoring it inflated every
+    metric (about half of the planted data's held-out clicks were repeats).
+    """
     _, test, n_users, _ = _checkerboard()
-    exclude = [np.arange(6)] * n_users  # even if listed, the target stays in the ranking
-    assert evaluate_ranking(_parity_scores, test, exclude, k=1)["HR@1"] == 1.0
+    exclude = [np.arange(6)] * n_users
+    with pytest.raises(ValueError, match="repeat targets inflate"):
+        evaluate_ranking(_parity_scores, test, exclude, k=1)
+    with pytest.raises(ValueError, match="repeat targets inflate"):
+        evaluate_sampled(_parity_scores, test, exclude, 6, k=1)
+
+
+def test_per_user_table_means_are_the_metrics():
+    train, test, n_users, n_items = _checkerboard()
+    exclude = [np.array([], dtype=int)] * n_users
+    metrics, table = evaluate_ranking(_parity_scores, test, exclude, k=3, per_user=True)
+    assert len(table) == n_users and list(table["user"]) == sorted(test["user"])
+    assert {name: table[name].mean() for name in metrics} == pytest.approx(metrics)
+
+
+def test_a_context_free_recommender_is_scored_without_the_context():
+    train = pd.DataFrame({"user": [0, 0, 1], "item": [0, 1, 0]})
+    test = pd.DataFrame({"user": [0, 1], "item": [2, 1], "context_id": [3, 1]})
+    model = MostPopular(device="cpu").fit(train, 2, 3)
+    with pytest.raises(ValueError, match="does not use context"):
+        model.score([0], contexts=[1])
+    given = evaluate_ranking(model, test, model.seen_, k=2, context="context_id")
+    assert given == evaluate_ranking(model, test, model.seen_, k=2)
 
 
 def test_constant_scores_cannot_look_good():
@@ -99,7 +129,8 @@ def test_evaluate_ranking_is_the_same_for_every_batch_size(context):
     test = pd.DataFrame(
         {"user": [3, 0, 6, 1, 3, 2, 5, 4, 0, 6, 1], "item": [1, 4, 7, 2, 9, 0, 11, 5, 8, 3, 10]}
     ).assign(context_id=[0, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0])
-    exclude = [rng.choice(n_items, size=3, replace=False) for _ in range(n_users)]
+    targets = test.groupby("user")["item"].apply(list)
+    exclude = [np.setdiff1d(rng.choice(n_items, size=4, replace=False), targets[u]) for u in range(n_users)]
 
     def score(users, contexts=None):
         return table[0 if contexts is None else contexts, users]  # (B, n_items)

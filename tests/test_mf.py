@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from recsys_tutorial.models import ALSMF, BiasedMF, ImplicitALS, ImputedSVD, imputed_svd, similar_items
+from recsys_tutorial.models.als import ObservedEntries
 from recsys_tutorial.models.mf import rating_matrix
 
 
@@ -52,7 +53,7 @@ def test_als_recovers_planted_low_rank_matrix():
 def test_gradient_mf_recovers_planted_low_rank_matrix():
     R, observed = _planted()
     config = dict(rank=2, reg=1e-4, reg_bias=0.0, lr=0.03, batch_size=256, epochs=150, valid_fraction=0.0)
-    model = BiasedMF(**config, init_std=0.3).fit(_frame(R, observed), *R.shape, progress=False)
+    model = BiasedMF(**config, init_std=0.3, progress=False).fit(_frame(R, observed), *R.shape)
     assert _unobserved_rmse(model, R, observed) < 0.1
 
 
@@ -66,7 +67,7 @@ def test_posterior_sampling_averages_into_one_factorization():
 
 MODELS = {
     "imputed_svd": lambda seed: ImputedSVD(rank=2),
-    "biased_mf": lambda seed: BiasedMF(rank=3, epochs=3, seed=seed),
+    "biased_mf": lambda seed: BiasedMF(rank=3, epochs=3, seed=seed, progress=False),
     "als": lambda seed: ALSMF(rank=3, n_sweeps=3, seed=seed),
     "als_sampled": lambda seed: ALSMF(rank=3, n_sweeps=2, n_samples=2, seed=seed),
     "implicit_als": lambda seed: ImplicitALS(rank=3, n_sweeps=3, seed=seed),
@@ -75,7 +76,7 @@ MODELS = {
 
 def _fit(name, seed=0):
     R, observed = _planted(seed=3)
-    return MODELS[name](seed).fit(_frame(R, observed), *R.shape, **({"progress": False} if name == "biased_mf" else {}))
+    return MODELS[name](seed).fit(_frame(R, observed), *R.shape)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -146,3 +147,31 @@ def test_implicit_als_ranks_the_withheld_item_of_a_block_first():
 def test_similar_items_finds_the_item_with_the_same_factors():
     V = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.1], [-1.0, 0.0]])
     assert similar_items(V, 0, k=1).tolist() == [2]
+
+
+def test_one_als_half_step_is_a_ridge_regression_per_user():
+    """The batched half-step equals each user's own ridge solve, written the slow and obvious way."""
+    R, observed = _planted(n_users=12, n_items=9, seed=5)
+    df = _frame(R, observed)
+    model = ALSMF(rank=3, n_sweeps=2, reg=0.1, reg_bias=2.0, seed=0, device="cpu").fit(df, 12, 9)
+    users, items = torch.tensor(df["user"].to_numpy()), torch.tensor(df["item"].to_numpy())
+    residual = torch.tensor(df["rating"].to_numpy()) - model.mu_
+    side = ObservedEntries(users, items, residual, 12, 9)
+    U, b_u = model.half_step(side, model.V_, model.b_i_, torch.zeros(12))
+    for u in range(12):
+        mine = items[users == u]  # the films user u rated
+        Z = torch.cat([model.V_[mine], torch.ones(len(mine), 1)], 1)  # (n_u, rank + 1)
+        y = residual[users == u] - model.b_i_[mine]
+        penalty = torch.diag(torch.tensor([0.1 * len(mine)] * 3 + [2.0]))
+        x = torch.linalg.solve(Z.T @ Z + penalty, Z.T @ y)
+        torch.testing.assert_close(torch.cat([U[u], b_u[u : u + 1]]), x, rtol=1e-4, atol=1e-5)
+
+
+def test_history_records_every_sweep_and_the_validation_curve():
+    R, observed = _planted(seed=4)
+    df = _frame(R, observed)
+    fit, valid = df.iloc[::2], df.iloc[1::2]
+    model = ALSMF(rank=2, n_sweeps=4, n_samples=3, seed=0).fit(fit, *R.shape, valid=valid)
+    assert model.history_.epochs == 7 and len(model.history_.valid) == 7  # 4 sweeps, then 3 draws averaged
+    assert model.history_.metric == "RMSE" and model.history_.seconds > 0
+    assert model.history_.valid[-1] == pytest.approx(model.evaluate(valid)["RMSE"], rel=1e-5)

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recsys_tutorial.models.sasrec import SASRec, SASRecConfig, SASRecNet, attention, attention_mask
+from recsys_tutorial.models.sasrec import SASRec, SASRecConfig, SASRecNet
+from recsys_tutorial.models.transformer import Block, attention, attention_mask
 from recsys_tutorial.sequences import left_pad
 
 N_ITEMS, N_USERS = 12, 4
@@ -127,9 +128,48 @@ def test_bad_config_raises():
 def test_item_init_sets_embeddings_and_checks_shape():
     df = tiny_interactions()
     V = torch.randn(N_ITEMS, 16)
-    model = SASRec(SASRecConfig(max_len=8, dim=16, epochs=1, lr=1e-12), device="cpu", progress=False)
-    model.fit(df, N_USERS, N_ITEMS, item_init=V)
-    weights = model.net.item.weight.detach()[1:]
+    model = SASRec(SASRecConfig(max_len=8, dim=16, epochs=1, lr=1e-12), item_init=V, device="cpu", progress=False)
+    model.fit(df, N_USERS, N_ITEMS)
+    weights = model.net_.item.weight.detach()[1:]
     torch.testing.assert_close(weights / weights.std(), V / V.std(), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="rank=16"):
-        model.fit(df, N_USERS, N_ITEMS, item_init=torch.randn(N_ITEMS, 8))
+        SASRec(SASRecConfig(max_len=8, dim=16, epochs=1), item_init=torch.randn(N_ITEMS, 8), progress=False).fit(
+            df, N_USERS, N_ITEMS
+        )
+
+
+def test_frozen_item_embeddings_keep_their_initialisation():
+    df = tiny_interactions()
+    V = torch.randn(N_ITEMS, 16)
+    config = SASRecConfig(max_len=8, dim=16, epochs=2, lr=1e-2, freeze_items=True)
+    frozen = SASRec(config, item_init=V, device="cpu", progress=False).fit(df, N_USERS, N_ITEMS)
+    trained = SASRec(config, item_init=V, freeze_items=False, device="cpu", progress=False).fit(df, N_USERS, N_ITEMS)
+    start = V / V.std() * 16**-0.5
+    torch.testing.assert_close(frozen.net_.item.weight.detach()[1:], start)
+    assert not torch.allclose(trained.net_.item.weight.detach()[1:], start)
+    assert frozen.n_parameters() == trained.n_parameters() - (N_ITEMS + 1) * 16
+
+
+def test_without_the_causal_mask_future_items_leak_into_earlier_outputs():
+    tokens = torch.tensor([[0, 0, 3, 5, 7, 2, 9, 4]])  # (1, T)
+    changed = tokens.clone()
+    changed[0, 5:] = torch.tensor([11, 1, 12])
+    leaky = tiny_net(causal=False)
+    with torch.no_grad():
+        h, h_changed = leaky(tokens), leaky(changed)
+    assert not torch.allclose(h[0, 2:5], h_changed[0, 2:5])  # earlier real positions read the rewritten future
+
+
+def test_block_forward_written_out_equals_the_module():
+    """Pre-LayerNorm block by hand: x + attn(LN1 x), then + FFN(LN2 x), with the module's own weights."""
+    torch.manual_seed(0)
+    block = Block(dim=8, n_heads=2, dropout=0.0).eval()
+    x = torch.randn(2, 5, 8)  # (B, T, D)
+    mask = attention_mask(left_pad([np.array([1, 2]), np.arange(5)], max_len=5))
+    a = block.attn
+    q, k, v = a.qkv(block.ln1(x)).split(8, dim=-1)  # 3 x (B, T, D)
+    q, k, v = (z.view(2, 5, 2, 4).transpose(1, 2) for z in (q, k, v))  # (B, H, T, d)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(2, 5, 8)
+    h = x + a.out(y)
+    expected = h + block.ffn(block.ln2(h))
+    torch.testing.assert_close(block(x, mask), expected)

@@ -47,6 +47,68 @@ def test_temporal_leave_one_out_holds_out_the_last_two():
     assert (split.n_users, split.n_items) == (2, 4)
 
 
+def _same_second_sittings(n_users=200, sitting=4, seed=0):
+    """Each user rates items in sittings of ``sitting`` films that share one second; item ids grow over time,
+    so within a sitting the highest index is also the newest item (as MovieLens' ids grow with release)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        items = np.sort(rng.choice(500, size=3 * sitting, replace=False))
+        for s_ in range(3):
+            for i in items[s_ * sitting : (s_ + 1) * sitting]:
+                rows.append((u, int(i), s_))
+    df = pd.DataFrame(rows, columns=["user", "item", "sitting"])
+    df["timestamp"] = pd.to_datetime(df["sitting"] * 3600, unit="s", utc=True)
+    return df
+
+
+def test_same_second_ties_are_not_broken_by_item_index():
+    """Regression: ties were broken by item index, so the test item was always the highest index of the last sitting.
+
+    With a seeded random key, each of a sitting's ``k`` films is the held-out one about 1/k of the time.
+    """
+    df = _same_second_sittings()
+    last = df[df["sitting"] == 2]
+    highest = last.groupby("user")["item"].max()
+    old = temporal_leave_one_out(df, tie_break="item").test.set_index("user")["item"]
+    assert (old == highest).all()  # the old rule: the highest index, every time
+    new = temporal_leave_one_out(df).test.set_index("user")["item"]
+    share = (new == highest).mean()
+    assert 0.15 < share < 0.35, share  # about 1/4, not 1
+    assert new.isin(last["item"]).all()  # still from the last sitting: time still comes first
+    again = temporal_leave_one_out(df).test.set_index("user")["item"]
+    pd.testing.assert_series_equal(new, again)  # fixed seed: reproducible
+    other = temporal_leave_one_out(df, seed=1).test.set_index("user")["item"]
+    assert (other != new).any()
+
+
+def test_sequences_follow_the_split_order():
+    split = temporal_leave_one_out(_same_second_sittings(n_users=30))
+    history = pd.concat([split.train, split.valid, split.test])
+    seqs = user_sequences(history, 30)
+    for u in range(30):
+        ordered = history[history["user"] == u].sort_values("order")["item"].to_numpy()
+        np.testing.assert_array_equal(seqs[u], ordered)
+        assert seqs[u][-1] == split.test.set_index("user").loc[u, "item"]
+    # a subset sorted without the order column gives the same order (the key depends on user and item only)
+    no_order = user_sequences(split.train.drop(columns="order"), 30)
+    for u in range(30):
+        np.testing.assert_array_equal(no_order[u], user_sequences(split.train, 30)[u])
+
+
+def test_repeats_are_dropped_so_the_held_out_item_is_new():
+    """Regression: the held-out item could be a repeat of an item already in the user's history."""
+    df = pd.DataFrame(
+        {"user": [0] * 5, "item": [3, 1, 3, 2, 1], "timestamp": pd.to_datetime(range(5), unit="s", utc=True)}
+    )
+    kept = temporal_leave_one_out(df, repeats="keep")
+    assert kept.test["item"].tolist() == [1] and 1 in kept.train["item"].tolist()  # a repeat held out
+    split = temporal_leave_one_out(df)
+    assert split.repeats_dropped == 2
+    assert split.test["item"].tolist() == [2] and split.valid["item"].tolist() == [1]
+    assert split.train["item"].tolist() == [3]
+
+
 def test_same_seed_same_random_split():
     enc, _, _ = encode_ids(_toy())
     a, b = random_holdout(enc, 0.5, seed=1), random_holdout(enc, 0.5, seed=1)

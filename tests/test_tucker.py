@@ -50,21 +50,21 @@ def _clicks(n=300, seed=0):
 
 
 def test_tucker_model_equals_tucker_to_tensor():
-    model = TuckerModel(rank=3, epochs=2, biases=False, loss="bce").fit(_clicks(), 12, 10, 3, progress=False)
+    model = TuckerModel(rank=3, epochs=2, biases=False, loss="bce", progress=False).fit(_clicks(), 12, 10, 3)
     scores = torch.stack([model.score(torch.arange(12), torch.full((12,), c)) for c in range(3)], -1)
     torch.testing.assert_close(scores, tl.tucker_to_tensor(model.tucker_tensor()))
 
 
 def test_tucker_model_score_is_core_contraction():
-    model = TuckerModel(rank=3, epochs=1, lr=0.0, biases=False, loss="bce").fit(_clicks(), 12, 10, 3, progress=False)
+    model = TuckerModel(rank=3, epochs=1, lr=0.0, biases=False, loss="bce", progress=False).fit(_clicks(), 12, 10, 3)
     core, (U, V, C) = model.tucker_tensor()
     assert core.shape == (3, 3, 3)
     torch.testing.assert_close(model.score([0], [1])[0], V @ torch.einsum("a,abd,d->b", U[0], core, C[1]))
 
 
 def test_tucker_model_seed_and_bad_ids():
-    a = TuckerModel(rank=3, epochs=2, seed=1, loss="bce").fit(_clicks(), 12, 10, 3, progress=False)
-    b = TuckerModel(rank=3, epochs=2, seed=1, loss="bce").fit(_clicks(), 12, 10, 3, progress=False)
+    a = TuckerModel(rank=3, epochs=2, seed=1, loss="bce", progress=False).fit(_clicks(), 12, 10, 3)
+    b = TuckerModel(rank=3, epochs=2, seed=1, loss="bce", progress=False).fit(_clicks(), 12, 10, 3)
     torch.testing.assert_close(a.score([0, 5], [1, 2]), b.score([0, 5], [1, 2]))
     with pytest.raises(ValueError, match="context id 3 is out of range"):
         a.score([0], [3])

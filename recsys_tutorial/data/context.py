@@ -12,9 +12,9 @@ import pandas as pd
 
 __all__ = ["TIME_OF_DAY", "TIMESTAMP_CAVEAT", "add_context", "time_of_day"]
 
-# Bucket names in context-id order; hour ranges are [start, end) in the timestamp's own time zone.
+# Bucket names in context-id order, six hours each: night 0-5 h, morning 6-11 h, afternoon 12-17 h, evening 18-23 h
+# in the timestamp's own time zone. The one definition: the data code, the API and the page all read it.
 TIME_OF_DAY = ("night", "morning", "afternoon", "evening")
-_BUCKET_EDGES = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}
 
 TIMESTAMP_CAVEAT = (
     "MovieLens timestamps are UTC times at which ratings were entered, not viewing times, and the "

@@ -1,7 +1,7 @@
 """Planted synthetic context data: the answer is known, so we can check what a model recovers.
 
-The story (the course brief's own example): mornings favour news and productivity items, evenings
-favour entertainment. Preferences form an exactly low-rank user x item x context tensor
+The story: mornings favour news and productivity items, evenings favour entertainment. Preferences
+form an exactly low-rank user x item x context tensor
 
     X[u, i, c] = sum_k U[u, k] * V[i, k] * C[c, k]
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..config import merge_config
 from .context import TIME_OF_DAY
 
 __all__ = ["PlantedConfig", "PlantedData", "make_planted_data", "CATEGORIES", "CONTEXT_AFFINITY"]
@@ -141,7 +142,7 @@ def make_planted_data(config: PlantedConfig | None = None, **overrides) -> Plant
     PlantedData
         Interactions (implicit clicks with ratings and timestamps) plus the ground truth.
     """
-    cfg = PlantedConfig(**{**(config.__dict__ if config else {}), **overrides})
+    cfg = merge_config(PlantedConfig, config, **overrides)
     if cfg.context_contrast <= 0:
         raise ValueError(f"context_contrast must be positive, got {cfg.context_contrast}: 1 keeps CONTEXT_AFFINITY")
     rng = np.random.default_rng(cfg.seed)

@@ -10,9 +10,9 @@ sampled negatives. Context factors start at 1, where the model *is* matrix facto
 (:math:`\sum_k U_{uk} V_{ik}`), and are regularised towards 1, so context has to earn its keep.
 With a single context the model is exactly MF.
 
-:class:`ContextFactorModel` holds what CP and Tucker (:mod:`.tucker`) share: biases, the training loop
-and the :class:`~recsys_tutorial.models.base.Recommender` contract; subclasses define
-:meth:`~_CPNet.query`, the vector a (user, context) pair is matched against item factors with.
+:class:`ContextFactorModel` holds what CP and Tucker (:mod:`.tucker`) share: biases, the factor penalty,
+the training loop and the :class:`~recsys_tutorial.models.base.Recommender` contract; each model's network
+defines ``query(users, contexts)``, the vector a (user, context) pair is matched against item factors with.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ import torch
 from torch import nn
 
 from ..evaluation import evaluate_ranking
-from ..splits import seen_items
-from ..training import History, minibatches, sample_negatives, train
-from ..utils import get_device
-from .base import Recommender, as_index, check_index
+from ..ids import check_ids
+from ..training import History, minibatches, run_epochs, sample_negatives
+from .base import Recommender, as_index
 
 __all__ = ["TensorModelConfig", "ContextFactorModel", "CPModel", "PLANTED_CLICKS", "CLICKS_ML100K"]
 
@@ -48,6 +47,7 @@ class TensorModelConfig:
     biases: bool = True
     patience: int = 3  # epochs without validation improvement before stopping
     init_std: float = 0.01  # small start: the model begins as the bias baseline
+    context: str = "context_id"  # the column of integer context ids in the frames passed to fit
     seed: int = 0
 
     def __post_init__(self):
@@ -66,18 +66,7 @@ CLICKS_ML100K = TensorModelConfig(
 )
 
 
-class _FactorPenalty:
-    """L2 on the factor rows of a batch, context rows on their distance from 1 (shared by CP and Tucker nets)."""
-
-    def penalty(self, users, items, contexts) -> torch.Tensor:
-        return (
-            self.U[users].pow(2).sum(-1).mean()
-            + self.V[items].pow(2).sum(-1).mean()
-            + (self.C[contexts] - 1).pow(2).sum(-1).mean()
-        )
-
-
-class _CPNet(_FactorPenalty, nn.Module):
+class _CPNet(nn.Module):
     """Factors U (n_users, R), V (n_items, R), C (n_contexts, R) and biases."""
 
     def __init__(self, n_users, n_items, n_contexts, cfg: TensorModelConfig, generator: torch.Generator):
@@ -93,60 +82,64 @@ class _CPNet(_FactorPenalty, nn.Module):
         return self.U[users] * self.C[contexts]  # (B, R): sum_k U_uk C_ck V_ik = <query, V_i>
 
 
-class ContextFactorModel(Recommender):
-    """Base for embedding tensor models: ``fit(train, n_users, n_items, n_contexts) -> self``; see :class:`CPModel`."""
+class ContextFactorModel(Recommender, abstract=True):
+    """Base of the embedding tensor models: training, scoring and the contract; see :class:`CPModel`.
 
+    ``fit(train, n_users, n_items, n_contexts=1, valid=None)``: ``n_contexts=1`` ignores context (the
+    model is then matrix factorisation). Subclasses set ``_net_class``, a module with factors ``U``, ``V``,
+    ``C``, biases ``b_u``, ``b_i``, ``mu`` and a ``query(users, contexts)`` method.
+    """
+
+    Config = TensorModelConfig
+    context_aware = True
+    epochs_field = "epochs"
+    without_context = "averages the (user, context) query over all contexts: a marginal over the times of day"
     _net_class: type[nn.Module] = _CPNet
 
-    def __init__(self, config: TensorModelConfig | None = None, **overrides):
-        self.config = TensorModelConfig(**{**(config.__dict__ if config else {}), **overrides})
+    def fit(self, train: pd.DataFrame, n_users: int, n_items: int, n_contexts: int = 1, valid=None):
+        """Train on the observed rows of ``train`` (``user, item, <config.context>[, rating]``).
+
+        With ``valid``, training stops early on validation RMSE (mse) or NDCG@10 (bce, full ranking).
+        """
+        for frame, name in ((train, "train"), (valid, "valid")):
+            if frame is not None and n_contexts > 1:
+                if self.config.context not in frame:
+                    raise ValueError(
+                        f"{name} has no {self.config.context!r} column: add it (recsys_tutorial.data.add_context), "
+                        "set the config's context to another column, or fit with n_contexts=1"
+                    )
+                check_ids(frame[self.config.context].to_numpy(), n_contexts, "context", "Pass a larger n_contexts.")
+        return self._fit_checked(train, n_users, n_items, int(n_contexts), valid)
 
     def _make_net(self, generator):
         return self._net_class(self.n_users, self.n_items, self.n_contexts, self.config, generator)
 
-    def _columns(self, df: pd.DataFrame):
-        cols = [as_index(df["user"]), as_index(df["item"]), as_index(self._contexts_of(df))]
-        sizes = (self.n_users, self.n_items, self.n_contexts)
-        for values, n, name in zip(cols, sizes, ("user", "item", "context"), strict=True):
-            check_index(values, n, name)
-        return [c.to(self.device) for c in cols]
+    def _columns(self, df: pd.DataFrame) -> list[torch.Tensor]:
+        """The (user, item, context) index tensors of a frame on the device; context 0 for a single context."""
+        contexts = df[self.config.context].to_numpy() if self.n_contexts > 1 else np.zeros(len(df), dtype=np.int64)
+        return [as_index(c, self.device) for c in (df["user"].to_numpy(), df["item"].to_numpy(), contexts)]
 
-    def _contexts_of(self, df: pd.DataFrame):
-        if self.context is None:
-            return np.zeros(len(df), dtype=np.int64)
-        if self.context not in df:
-            raise ValueError(f"no {self.context!r} column: add it (rt.data.add_context) or pass context=None")
-        return df[self.context].to_numpy()
-
-    def fit(self, train: pd.DataFrame, n_users: int, n_items: int, n_contexts: int = 1,
-            context: str | None = "context_id", valid: pd.DataFrame | None = None,
-            progress: bool = True) -> ContextFactorModel:  # fmt: skip
-        """Train on the observed rows of ``train`` (``user, item, <context>[, rating]``).
-
-        ``n_contexts=1`` (or ``context=None``) ignores context: the model is then matrix factorisation.
-        With ``valid``, training stops early on validation RMSE (mse) or NDCG@10 (bce).
-        """
-        self.n_users, self.n_items, self.n_contexts = n_users, n_items, n_contexts
-        self.context = context if n_contexts > 1 else None
-        self.device = get_device()
-        generator = torch.Generator().manual_seed(self.config.seed)
+    def _fit(self, train: pd.DataFrame, valid: pd.DataFrame | None) -> History:
+        cfg = self.config
+        generator = torch.Generator().manual_seed(cfg.seed)
         self.net_ = self._make_net(generator).to(self.device)
         users, items, contexts = self._columns(train)
         ratings = None
-        if self.config.loss == "mse":
+        if cfg.loss == "mse":
             ratings = torch.as_tensor(train["rating"].to_numpy(np.float32, copy=True), device=self.device)
             with torch.no_grad():
                 self.net_.mu.fill_(float(ratings.mean()))
-        if not self.config.biases:
+        if not cfg.biases:
             for bias in (self.net_.b_u, self.net_.b_i, self.net_.mu):
                 bias.requires_grad_(False)
-        optimizer = torch.optim.Adam([p for p in self.net_.parameters() if p.requires_grad], lr=self.config.lr)
+        optimizer = torch.optim.Adam([p for p in self.net_.parameters() if p.requires_grad], lr=cfg.lr)
         step = self._mse_step if ratings is not None else self._bce_step
 
         def run_epoch(epoch: int) -> float:
             self.net_.train()
             losses = []
-            for idx in minibatches(len(users), self.config.batch_size, generator):
+            for idx in minibatches(len(users), cfg.batch_size, generator):
+                idx = idx.to(self.device)
                 loss = step(users[idx], items[idx], contexts[idx], None if ratings is None else ratings[idx], generator)
                 optimizer.zero_grad()
                 loss.backward()
@@ -154,39 +147,49 @@ class ContextFactorModel(Recommender):
                 losses.append(loss.item())
             return float(np.mean(losses))
 
-        self._remember_seen(train)
-        validate = None if valid is None or len(valid) == 0 else self._validator(train, valid)
-        self.history_: History = train_loop(run_epoch, self.config, validate, self.net_, type(self).__name__, progress)
+        validate = None if valid is None else self._validator(valid)
+        history = run_epochs(
+            run_epoch, cfg.epochs, validate=validate, module=self.net_, patience=cfg.patience,
+            higher_is_better=cfg.loss == "bce", desc=f"{type(self).__name__} rank {cfg.rank}", progress=self.progress,
+            metric="NDCG@10" if cfg.loss == "bce" else "RMSE",
+        )  # fmt: skip
         self.net_.eval()
-        return self
+        return history
+
+    def penalty(self, users, items, contexts) -> torch.Tensor:
+        """L2 on the factor rows a batch touches; context rows on their distance from 1 (where the model is MF)."""
+        net = self.net_
+        return (
+            net.U[users].pow(2).sum(-1).mean()
+            + net.V[items].pow(2).sum(-1).mean()
+            + (net.C[contexts] - 1).pow(2).sum(-1).mean()
+        )
 
     def _mse_step(self, u, i, c, r, generator):
-        loss = torch.nn.functional.mse_loss(self._pairs(u, i, c), r)
+        loss = torch.nn.functional.mse_loss(self._triples(u, i, c), r)
         bias_penalty = (self.net_.b_u[u].pow(2) + self.net_.b_i[i].pow(2)).mean()
-        return loss + self.config.reg * self.net_.penalty(u, i, c) + self.config.reg_bias * bias_penalty
+        return loss + self.config.reg * self.penalty(u, i, c) + self.config.reg_bias * bias_penalty
 
     def _bce_step(self, u, i, c, r, generator):
         neg = sample_negatives(self.n_items, (len(u), self.config.n_negatives), generator, self.device)  # (B, K)
-        pos_logit, neg_logit = self._pairs(u, i, c), self._pairs(u, neg, c)  # (B,), (B, K)
+        pos_logit, neg_logit = self._triples(u, i, c), self._triples(u, neg, c)  # (B,), (B, K)
         bce = torch.nn.functional.binary_cross_entropy_with_logits
         loss = bce(pos_logit, torch.ones_like(pos_logit)) + bce(neg_logit, torch.zeros_like(neg_logit))
-        return loss + self.config.reg * self.net_.penalty(u, torch.cat([i[:, None], neg], 1), c)
+        return loss + self.config.reg * self.penalty(u, torch.cat([i[:, None], neg], 1), c)
 
-    def _validator(self, train: pd.DataFrame, valid: pd.DataFrame):
+    def _validator(self, valid: pd.DataFrame):
         if self.config.loss == "mse":
             u, i, c = self._columns(valid)
             r = torch.as_tensor(valid["rating"].to_numpy(np.float32, copy=True), device=self.device)
 
             def rmse() -> float:
                 with torch.no_grad():
-                    return float((self._pairs(u, i, c) - r).pow(2).mean().sqrt())
+                    return float((self._triples(u, i, c) - r).pow(2).mean().sqrt())
 
             return rmse
-        exclude = seen_items(train, self.n_users, self.n_items)
-        ctx = self.context
-        return lambda: evaluate_ranking(self.score, valid, exclude, context=ctx)["NDCG@10"]
+        return lambda: evaluate_ranking(self, valid, self.seen_, context=self.config.context)["NDCG@10"]
 
-    def _pairs(self, users, items, contexts) -> torch.Tensor:
+    def _triples(self, users, items, contexts) -> torch.Tensor:
         """Scores of (user, item, context) triples; ``items`` may be (B,) or (B, K) with users/contexts (B,)."""
         net = self.net_
         q = net.query(users, contexts)  # (B, R_item)
@@ -196,41 +199,32 @@ class ContextFactorModel(Recommender):
         return (q * net.V[items]).sum(-1) + net.b_i[items] + bias
 
     def predict(self, users, items, contexts=None) -> torch.Tensor:
-        """Predicted scores (ratings for ``loss="mse"``, logits for ``"bce"``) of (user, item[, context]) rows."""
-        users, items = as_index(users, self.device), as_index(items, self.device)
-        check_index(users, self.n_users, "user")
-        check_index(items, self.n_items, "item")
-        if contexts is None:
-            contexts = torch.zeros_like(users)
-        contexts = as_index(contexts, self.device).expand_as(users)
-        check_index(contexts, self.n_contexts, "context")
+        """Predicted ratings (``loss="mse"``) or logits (``"bce"``) of (user, item[, context]) rows, shape (P,).
+
+        Without contexts the query is averaged over contexts, as in :meth:`score`.
+        """
+        users, items = self._pairs(users, items)
+        contexts = self._contexts(contexts, users)
         with torch.no_grad():
-            return self._pairs(users, items, contexts)
+            if contexts is not None:
+                return self._triples(users, items, contexts)
+            q = self._mean_query(users)  # (P, R)
+            return (q * self.net_.V[items]).sum(-1) + self.net_.b_i[items] + self.net_.mu + self.net_.b_u[users]
+
+    def _mean_query(self, users: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.net_.query(users, torch.full_like(users, c)) for c in range(self.n_contexts)]).mean(0)
 
     def _score(self, users, contexts):
         net = self.net_
-        if contexts is None:
-            q = torch.stack([net.query(users, torch.full_like(users, c)) for c in range(self.n_contexts)]).mean(0)
-        else:
-            q = net.query(users, contexts)  # (B, R)
+        q = self._mean_query(users) if contexts is None else net.query(users, contexts)  # (B, R)
         return q @ net.V.T + net.b_i[None, :] + (net.mu + net.b_u[users])[:, None]  # (B, n_items)
-
-    @property
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.net_.parameters())
-
-
-def train_loop(run_epoch, cfg: TensorModelConfig, validate, module, name: str, progress: bool) -> History:
-    """:func:`~recsys_tutorial.training.train` with RMSE (lower) or NDCG (higher) as the stopping metric."""
-    return train(run_epoch, cfg.epochs, validate=validate, module=module, patience=cfg.patience,
-                 higher_is_better=cfg.loss == "bce", desc=f"{name} rank {cfg.rank}", progress=progress)  # fmt: skip
 
 
 class CPModel(ContextFactorModel):
     r"""Context-aware CP recommender :math:`\hat x_{uic} = \mu + b_u + b_i + \sum_k U_{uk} V_{ik} C_{ck}`.
 
     ``score(users, contexts)`` ranks every item for each (user, context) pair; without contexts it
-    averages the context factors. :meth:`cp_tensor` returns the learnt factors as a TensorLy ``CPTensor``.
+    averages the query over contexts. :meth:`cp_tensor` returns the learnt factors as a TensorLy ``CPTensor``.
 
     References
     ----------

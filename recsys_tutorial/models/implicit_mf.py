@@ -13,17 +13,16 @@ import pandas as pd
 import torch
 
 from ..evaluation import evaluate_ranking
-from ..splits import seen_items
-from ..utils import get_device
-from .base import Recommender
-from .mf import _checked_pairs, _Side, batched_gram
+from ..training import History
+from .als import ObservedEntries, batched_gram
+from .base import Recommender, as_index
 
 __all__ = ["ImplicitALSConfig", "ImplicitALS", "IMPLICIT_ALS_ML100K"]
 
 
 @dataclass(frozen=True)
 class ImplicitALSConfig:
-    """Hyperparameters of :class:`ImplicitALS` (chosen on the leave-one-out validation item)."""
+    """Hyperparameters of :class:`ImplicitALS`."""
 
     rank: int = 64
     reg: float = 0.005  # ridge penalty, scaled by each row's (n_observed + unobserved_weight * n_other)
@@ -46,7 +45,8 @@ class ImplicitALS(Recommender):
 
     Each half-step is closed form. The sum over *all* items needs only :math:`V^\top V` (rank x rank),
     so a sweep costs the same as explicit ALS: :math:`u_u = (G_u + w_0 V^\top V + \lambda_u I)^{-1}
-    \sum_{i \in \Omega_u} v_i` with :math:`G_u = \sum_{i \in \Omega_u} v_i v_i^\top`.
+    \sum_{i \in \Omega_u} v_i` with :math:`G_u = \sum_{i \in \Omega_u} v_i v_i^\top`. ``history_`` holds the
+    data term of the objective per observed entry after each sweep, and validation NDCG@10 with ``valid``.
 
     References
     ----------
@@ -55,38 +55,46 @@ class ImplicitALS(Recommender):
        RecSys 2022.
     """
 
-    def __init__(self, config: ImplicitALSConfig | None = None, **overrides):
-        self.config = ImplicitALSConfig(**{**(config.__dict__ if config else {}), **overrides})
+    Config = ImplicitALSConfig
 
-    def fit(self, train: pd.DataFrame, n_users: int, n_items: int, valid: pd.DataFrame | None = None) -> ImplicitALS:
-        """Fit on the (user, item) pairs of ``train`` (ratings ignored); ``valid`` tracks NDCG@10 per sweep."""
-        cfg, self.n_users, self.n_items, self.device = self.config, n_users, n_items, get_device()
+    def _fit(self, train: pd.DataFrame, valid: pd.DataFrame | None) -> History:
+        cfg = self.config
         pairs = train[["user", "item"]].drop_duplicates()
-        users, items = _checked_pairs(self, pairs["user"], pairs["item"])
-        ones = torch.ones(len(users), device=self.device)
-        by_user, by_item = _Side(users, items, ones, n_users, n_items), _Side(items, users, ones, n_items, n_users)
+        users, items = as_index(pairs["user"], self.device), as_index(pairs["item"], self.device)
+        by_user = ObservedEntries(users, items, torch.ones(len(users), device=self.device), self.n_users, self.n_items)
+        by_item = by_user.transposed()
         generator = torch.Generator().manual_seed(cfg.seed)
-        self.U_ = torch.zeros(n_users, cfg.rank, device=self.device)
-        self.V_ = (torch.randn(n_items, cfg.rank, generator=generator) * cfg.init_std / cfg.rank**0.5).to(self.device)
-        self._remember_seen(train)
-        exclude = seen_items(train, n_users, n_items)
-        self.valid_ndcg_: list[float] = []  # validation NDCG@10 after each sweep, if ``valid`` is given
+        self.U_ = torch.zeros(self.n_users, cfg.rank, device=self.device)
+        self.V_ = (torch.randn(self.n_items, cfg.rank, generator=generator) * cfg.init_std / cfg.rank**0.5).to(
+            self.device
+        )
+        history = History(metric="NDCG@10", higher_is_better=True)
         for _ in range(cfg.n_sweeps):
-            self.U_ = self._half_step(by_user, self.V_)
-            self.V_ = self._half_step(by_item, self.U_)
-            if valid is not None and len(valid):
-                self.valid_ndcg_.append(evaluate_ranking(self.score, valid, exclude)["NDCG@10"])
-        return self
+            self.U_ = self.half_step(by_user, self.V_)
+            self.V_ = self.half_step(by_item, self.U_)
+            history.train_loss.append(self._data_loss(users, items))
+            if valid is not None:
+                history.valid.append(evaluate_ranking(self, valid, self.seen_)["NDCG@10"])
+        history.best_epoch = len(history.train_loss) - 1
+        return history
 
-    def _half_step(self, side: _Side, Z: torch.Tensor) -> torch.Tensor:
-        """Solve every row of one side given the other side's factors ``Z`` (n_other, rank)."""
+    def _data_loss(self, users: torch.Tensor, items: torch.Tensor) -> float:
+        """The objective's data terms per observed entry: observed errors plus w0 times all squared scores."""
+        observed = (1 - (self.U_[users] * self.V_[items]).sum(-1)).pow(2).sum()
+        all_squared = (self.U_.T @ self.U_ * (self.V_.T @ self.V_)).sum()  # sum_ui s_ui^2 = <U^T U, V^T V>
+        return float((observed + self.config.unobserved_weight * all_squared) / len(users))
+
+    def half_step(self, side: ObservedEntries, Z: torch.Tensor) -> torch.Tensor:
+        """Solve every row of one side given the other side's factors ``Z`` (n_other, rank); returns (n_rows, rank)."""
         cfg = self.config
         gram = batched_gram(side.mask, Z) + cfg.unobserved_weight * (Z.T @ Z)  # (n_rows, rank, rank)
-        counts = torch.bincount(side.rows, minlength=side.shape[0]).float()  # (n_rows,)
-        penalty = cfg.reg * (counts + cfg.unobserved_weight * side.shape[1])  # (n_rows,)
+        penalty = cfg.reg * (side.counts + cfg.unobserved_weight * side.shape[1])  # (n_rows,)
         A = gram + penalty[:, None, None] * torch.eye(Z.shape[1], device=Z.device)
         rhs = side.mask @ Z  # (n_rows, rank): sum of the factors of each row's observed entries
         return torch.cholesky_solve(rhs[:, :, None], torch.linalg.cholesky(A))[..., 0]
 
     def _score(self, users, contexts):
         return self.U_[users] @ self.V_.T  # (B, n_items)
+
+    def _learned(self):
+        return [self.U_, self.V_]

@@ -16,25 +16,34 @@ References
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from .cp import ContextFactorModel, TensorModelConfig, _FactorPenalty
+from .cp import ContextFactorModel, TensorModelConfig
 
-__all__ = ["TuckerModel"]
+__all__ = ["TuckerConfig", "TuckerModel"]
 
 
-class _TuckerNet(_FactorPenalty, nn.Module):
+@dataclass(frozen=True)
+class TuckerConfig(TensorModelConfig):
+    """:class:`~.cp.TensorModelConfig` plus the core's context dimension."""
+
+    context_rank: int | None = None  # R_C; None: n_contexts (no compression of the context mode)
+
+
+class _TuckerNet(nn.Module):
     """Factors U (n_users, R), V (n_items, R), C (n_contexts, R_C), core G (R, R, R_C) and biases."""
 
-    def __init__(self, n_users, n_items, n_contexts, cfg: TensorModelConfig, generator, context_rank: int):
+    def __init__(self, n_users, n_items, n_contexts, cfg: TuckerConfig, generator):
         super().__init__()
-        r, std = cfg.rank, cfg.init_std
+        r, r_c, std = cfg.rank, cfg.context_rank or n_contexts, cfg.init_std
         self.U = nn.Parameter(torch.randn(n_users, r, generator=generator) * std)
         self.V = nn.Parameter(torch.randn(n_items, r, generator=generator) * std)
-        self.C = nn.Parameter(1 + 0.01 * torch.randn(n_contexts, context_rank, generator=generator))
-        core = torch.eye(r)[:, :, None].expand(r, r, context_rank) / context_rank  # MF at the start
-        self.G = nn.Parameter(core + 0.01 * torch.randn(r, r, context_rank, generator=generator))
+        self.C = nn.Parameter(1 + 0.01 * torch.randn(n_contexts, r_c, generator=generator))
+        core = torch.eye(r)[:, :, None].expand(r, r, r_c) / r_c  # MF at the start: sum_d G_abd C_cd = delta_ab
+        self.G = nn.Parameter(core + 0.01 * torch.randn(r, r, r_c, generator=generator))
         self.b_u, self.b_i = nn.Parameter(torch.zeros(n_users)), nn.Parameter(torch.zeros(n_items))
         self.mu = nn.Parameter(torch.zeros(()))
 
@@ -45,18 +54,12 @@ class _TuckerNet(_FactorPenalty, nn.Module):
 class TuckerModel(ContextFactorModel):
     r"""Tucker recommender: ``fit(train, n_users, n_items, n_contexts)``, ``score(users, contexts)``.
 
-    ``context_rank`` (default: ``n_contexts``) sets the core's context dimension; the user and item
-    ranks are ``config.rank``. :meth:`tucker_tensor` returns ``(G, [U, V, C])`` for
-    ``tl.tucker_to_tensor``.
+    ``config.context_rank`` (default: ``n_contexts``) sets the core's context dimension; the user and item
+    ranks are ``config.rank``. :meth:`tucker_tensor` returns ``(G, [U, V, C])`` for ``tl.tucker_to_tensor``.
     """
 
-    def __init__(self, config: TensorModelConfig | None = None, context_rank: int | None = None, **overrides):
-        super().__init__(config, **overrides)
-        self.context_rank = context_rank
-
-    def _make_net(self, generator):
-        rank_c = self.context_rank or self.n_contexts
-        return _TuckerNet(self.n_users, self.n_items, self.n_contexts, self.config, generator, rank_c)
+    Config = TuckerConfig
+    _net_class = _TuckerNet
 
     def tucker_tensor(self):
         """``(G, [U, V, C])``, the bias-free interaction tensor's Tucker form."""

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..evaluation import top_k_batch
-from ..models.base import Recommender, as_index, check_index
+from ..ids import check_ids
+from ..models.base import Recommender, as_index
+from ..ranking import batch_rows, top_k_batch
 
-__all__ = ["TopKResult", "top_k_batch", "top_k"]
+__all__ = ["TopKResult", "top_k"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def top_k(
     k: int = 10,
     users=None,
     contexts: Sequence[int] | None = None,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     exclude_seen: bool = True,
 ) -> TopKResult:
     r"""Top-``k`` items for every user (and every context) of a fitted model.
@@ -54,13 +55,15 @@ def top_k(
     contexts : sequence of int, optional
         Context ids to make one list per user and context (context-aware models; default: all of
         ``model.n_contexts`` if the model has contexts, else a single list with context -1).
-    batch_size : int
-        Users scored at once; bounds memory at ``batch_size * n_items * 4`` bytes.
+    batch_size : int, optional
+        Users scored at once; bounds memory at ``batch_size * n_items * 4`` bytes. By default as many as
+        fit :data:`recsys_tutorial.ranking.SCORE_BUDGET_MB`, so a large catalogue gets smaller batches.
     exclude_seen : bool
         Drop the items in ``model.seen_`` (each user's training interactions).
 
     A user with fewer than ``k`` unseen items gets ``-inf`` scores at the end of the list; those rows are
-    dropped, so such a list is shorter than ``k``.
+    dropped, so such a list is shorter than ``k`` (and the store refuses to publish incomplete lists).
+    NaN scores raise a ``ValueError``.
 
     Brute force is exact: for each user, :math:`\operatorname{top}_k \{ s(u, i[, c]) : i \notin
     \mathcal{S}_u \}` over every item, where :math:`\mathcal{S}_u` are the user's seen items. Systems with
@@ -74,13 +77,14 @@ def top_k(
     """
     if not 1 <= k <= model.n_items:
         raise ValueError(f"k must lie in 1..{model.n_items} (the model's items), got {k}")
+    batch_size = batch_rows(model.n_items) if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     users = np.arange(model.n_users) if users is None else as_index(users, "cpu").numpy()
-    check_index(torch.as_tensor(users), model.n_users, "user")
+    check_ids(users, model.n_users, "user")
     if contexts is None:
-        contexts = range(model.n_contexts) if model.n_contexts else [None]
-    elif not model.n_contexts:
+        contexts = range(model.n_contexts) if model.uses_context else [None]
+    elif not model.uses_context:
         raise ValueError(f"{type(model).__name__} does not use context: call top_k without contexts")
     exclude = model.seen_or_none(exclude_seen)
     cuda = torch.device(model.device).type == "cuda"
