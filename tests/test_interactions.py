@@ -325,14 +325,15 @@ def test_load_dataset_ml100k_is_movielens_with_metadata(ml100k_dir, no_network):
     _same(data.ratings, load_movielens("100k", root=ml100k_dir.parent).ratings)
     assert data.items is not None and data.users is not None
     assert (data.report.rows_read, data.report.duplicates, data.report.short_users) == (100_000, 0, 0)
+    assert str(data.report).startswith("read 100,000 rows from ml-100k\n")
     core = load_dataset("ml-100k", root=ml100k_dir.parent, k_core=10).report
     assert core.k_core.users_removed == 943 - core.users and core.rows == 100_000 - core.k_core.rows_removed
 
 
 def test_load_dataset_on_a_path_has_no_metadata(tmp_path):
-    path = _csv(tmp_path, "user_id,item_id\n1,10\n1,11\n1,12\n", "my_shop.csv")
+    path = _csv(tmp_path, "user_id,item_id\n1,10\n1,11\n1,12\n", "my_shop.v2.csv")
     data = load_dataset(path)
-    assert type(data) is Dataset and data.name == "my_shop"
+    assert type(data) is Dataset and data.name == "my_shop.v2"
     assert data.items is None and data.users is None and len(data.ratings) == 3
 
 
@@ -349,3 +350,8 @@ def test_text_times_in_several_forms_are_all_read():
     frame = load_interactions(log, timestamp="t")
     expected = pd.to_datetime(["2024-03-01 18:30", "2024-03-02 18:30", "2024-03-03 18:30"]).tz_localize("UTC")
     assert frame["timestamp"].tolist() == list(expected)
+
+
+def test_one_column_cannot_play_two_roles():
+    with pytest.raises(ValueError, match="'t' is given as timestamp= and rating="):
+        load_interactions(pd.DataFrame({"user_id": [1], "item_id": [1], "t": [1]}), timestamp="t", rating="t")

@@ -17,8 +17,9 @@ import difflib
 import gzip
 import lzma
 import os
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,7 @@ SYNTHETIC_ORIGIN = pd.Timestamp("2000-01-01", tz="UTC")
 
 # Numbers read as UNIX seconds that land after this are almost surely milliseconds or microseconds.
 LATEST_PLAUSIBLE = pd.Timestamp("2200-01-01", tz="UTC")
+_PER_SECOND = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}
 
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # Words that give a column's role away in common logs ("movieId", "customer_id", "event_time", "stars").
@@ -104,7 +106,8 @@ class LoadReport:
 
     def __str__(self) -> str:
         lines = [
-            f"read {self.rows_read:,} rows from {self.source} ({self.format})",
+            f"read {self.rows_read:,} rows from {self.source}"
+            + (f" ({self.format})" if self.source != self.format else ""),
             f"timestamps: {self.timestamps}",
             f"ratings: {self.ratings}",
             f"duplicates: {self.duplicates:,} found, {self.duplicates_dropped:,} dropped",
@@ -218,7 +221,7 @@ def _read(source, fmt: str | None, sep: str | None, names, roles: dict) -> tuple
         if fmt is not None:
             raise ValueError(f"format={fmt!r} describes a file; a DataFrame source needs no format")
         _check_columns(list(source.columns), roles, "the DataFrame")
-        return source.reset_index(drop=True), "DataFrame", "the DataFrame"
+        return source.reset_index(drop=True), "DataFrame", "a DataFrame"
     path = Path(source)
     if not path.is_file():
         raise ValueError(f"no file at {path}: pass the path of an interaction log or a pandas DataFrame")
@@ -245,8 +248,9 @@ def _closest(name, columns: Sequence, role: str) -> list:
 def _check_columns(columns: Sequence, roles: dict, label: str) -> None:
     """Every role's column exists and no column plays two roles; else say which and suggest the closest."""
     named = [c for c in roles.values() if c is not None]
-    if len(set(named)) < len(named):
-        raise ValueError(f"one column plays two roles ({roles}): give user, item, timestamp, rating, context apart")
+    for column in {c for c in named if named.count(c) > 1}:
+        both = [f"{role}=" for role, c in roles.items() if c == column]
+        raise ValueError(f"column {column!r} is given as {' and '.join(both)}: each role needs its own column")
     problems = []
     for role, column in roles.items():
         if column is None or column in columns:
@@ -315,11 +319,13 @@ def _ratings(raw: pd.DataFrame, column) -> pd.Series:
 
 def _parse_text_times(text: pd.Series, utc: bool) -> pd.Series:
     """ISO 8601 first (fast), then anything pandas parses for the rest; unreadable -> NaT."""
-    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=utc)
-    retry = parsed.isna() & text.notna()
-    if retry.any():
-        rest = pd.to_datetime(text[retry], format="mixed", errors="coerce", utc=utc)
-        parsed = pd.concat([parsed[~retry], rest.astype(parsed.dtype)]).reindex(text.index)
+    with warnings.catch_warnings():  # pandas 2 warns before returning objects for mixed zones; refused below
+        warnings.simplefilter("ignore", FutureWarning)
+        parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=utc)
+        retry = parsed.isna() & text.notna()
+        if retry.any():
+            rest = pd.to_datetime(text[retry], format="mixed", errors="coerce", utc=utc)
+            parsed = pd.concat([parsed[~retry], rest.astype(parsed.dtype)]).reindex(text.index)
     if not pd.api.types.is_datetime64_any_dtype(parsed.dtype):  # pandas 2 returns objects for mixed zones
         raise TypeError("mixed time zones")
     return parsed
@@ -340,15 +346,15 @@ def _parse_times(values: pd.Series, column, tz: str | None, unit: str) -> pd.Ser
         return _localize(values, tz)
     numbers = pd.to_numeric(values, errors="coerce") if not pd.api.types.is_bool_dtype(values.dtype) else None
     if numbers is not None and numbers.notna().sum() == values.notna().sum():
-        parsed = pd.to_datetime(numbers, unit=unit, errors="coerce", utc=True)
-        late = parsed > LATEST_PLAUSIBLE
+        # Compare the numbers, not parsed dates: with nanosecond resolution (pandas 2) they overflow to NaT.
+        late = numbers / _PER_SECOND[unit] > LATEST_PLAUSIBLE.timestamp()
         if late.any():
             raise ValueError(
                 f"{int(late.sum()):,} timestamp(s) in column {column!r} fall after {LATEST_PLAUSIBLE.year} when "
                 f"read as UNIX {unit!r}, at {_rows(late)}, e.g. {values[late].tolist()[:3]}: the column is probably "
                 "in finer units; pass timestamp_unit='ms' (milliseconds) or 'us' (microseconds)"
             )
-        return parsed
+        return pd.to_datetime(numbers, unit=unit, errors="coerce", utc=True)
     text = values.astype("string")
     if tz is None:
         return _parse_text_times(text, utc=True)  # naive -> UTC, zoned -> converted, in one pass
@@ -501,6 +507,18 @@ def _require_rows(frame: pd.DataFrame, after: str) -> None:
 # --------------------------------------------------------------------------------------------- entry points
 
 
+def _roles(given: dict, fmt: str | None, names) -> dict:
+    """Column of each role: the arguments (ids default to user_id, item_id), or positions 0, 1 for user-item lines."""
+    if fmt != "user-item":
+        return {**given, "user": given["user"] or "user_id", "item": given["item"] or "item_id"}
+    if any(v is not None for v in given.values()) or names is not None:
+        raise ValueError(
+            "format='user-item' lines hold only a user and an item, in time order: drop the column arguments "
+            "(user=, item=, timestamp=, rating=, context=, names=), or use format='csv' for other layouts"
+        )
+    return {"user": 0, "item": 1, "timestamp": None, "rating": None, "context": None}
+
+
 def load_interactions(
     source: str | os.PathLike | pd.DataFrame,
     *,
@@ -537,8 +555,9 @@ def load_interactions(
         (UTC when ``tz`` is None); the result is UTC. Without a timestamp column, row ``i`` gets the
         synthetic time 2000-01-01 00:00:00 UTC + ``i`` seconds: strictly increasing in row order, so
         ``temporal_leave_one_out`` holds out each user's last *rows*. Such times are made up:
-        ``add_context`` runs on them, but its time of day and weekday are meaningless (it would call
-        the first 6 hours of rows "night"); give a real timestamp or a ``context`` column instead.
+        ``add_context`` runs on them, but its time of day and weekday are meaningless (the first
+        21,600 rows all fall at "night" on a weekend); give a real timestamp or a ``context`` column
+        instead. ``frame.attrs["report"].synthetic_timestamps`` says which case a frame is.
     rating : column name, optional
         Numeric ratings, kept as float32. Without one the log is implicit feedback: every
         interaction has rating 1.0 (rating-prediction models then have nothing to learn).
@@ -585,18 +604,9 @@ def load_interactions(
     """
     for argument, value in (("duplicates", duplicates), ("short_users", short_users)):
         _check_choice(argument, value, POLICIES)
-    _check_choice("timestamp_unit", timestamp_unit, ("s", "ms", "us", "ns"))
-    if format == "user-item":
-        given = {"user": user, "item": item, "timestamp": timestamp, "rating": rating, "context": context}
-        if any(v is not None for v in given.values()) or names is not None:
-            raise ValueError(
-                "format='user-item' lines hold only a user and an item, in time order: drop the column arguments "
-                "(user=, item=, timestamp=, rating=, context=, names=), or use format='csv' for other layouts"
-            )
-        roles = {"user": 0, "item": 1, "timestamp": None, "rating": None, "context": None}
-    else:
-        roles = {"user": user or "user_id", "item": item or "item_id", "timestamp": timestamp, "rating": rating}
-        roles["context"] = context
+    _check_choice("timestamp_unit", timestamp_unit, tuple(_PER_SECOND))
+    given = {"user": user, "item": item, "timestamp": timestamp, "rating": rating, "context": context}
+    roles = _roles(given, format, names)
     raw, fmt, label = _read(source, format, sep, names, roles)
     if raw.empty:
         raise ValueError(f"{label} has no rows: there are no interactions to load")
@@ -663,6 +673,7 @@ def load_dataset(
         ml = load_movielens(MOVIELENS[data], root, download)
         columns = dict(user="user_id", item="item_id", timestamp="timestamp", rating="rating")
         ratings = load_interactions(ml.ratings, **columns, **options)
+        ratings.attrs["report"] = replace(ratings.attrs["report"], source=ml.name, format=ml.name)
         return MovieLens(name or ml.name, ratings, ml.items, ml.users)
     if isinstance(data, pd.DataFrame):
         return Dataset(name or "dataframe", load_interactions(data, **options))
@@ -672,4 +683,5 @@ def load_dataset(
             f"{str(data)!r} is neither a dataset name ({', '.join(MOVIELENS)}) nor a file: pass one of those "
             "names, the path of an interaction log, or a DataFrame"
         )
-    return Dataset(name or path.name.split(".")[0], load_interactions(path, **options))
+    stem = path.name.removesuffix(path.suffix) if path.suffix.lower() in _OPENERS else path.name
+    return Dataset(name or Path(stem).stem, load_interactions(path, **options))
