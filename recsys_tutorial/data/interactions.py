@@ -182,7 +182,10 @@ def _read_delimited(path: Path, sep: str, names: Sequence[str] | None, roles: di
     try:
         return pd.read_csv(path, usecols=used, dtype=ids, **options)
     except pd.errors.ParserError as err:
-        raise ValueError(f"{path} is not a consistent table with separator {sep!r} ({err}): pass sep=") from None
+        raise ValueError(
+            f"{path} is not a consistent table with separator {sep!r} ({err}): fix that line, or pass the file's "
+            "separator as sep=',' (or '\\t', ';', '|')"
+        ) from None
 
 
 def _read_user_item(path: Path) -> pd.DataFrame:
