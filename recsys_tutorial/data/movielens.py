@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .dataset import Dataset
+
 __all__ = ["MovieLens", "DataIntegrityError", "data_dir", "load_movielens", "load_fold"]
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
@@ -83,8 +85,8 @@ class DataIntegrityError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class MovieLens:
-    """The three MovieLens tables.
+class MovieLens(Dataset):
+    """The three MovieLens tables, a :class:`~recsys_tutorial.data.dataset.Dataset` that always has metadata.
 
     Attributes
     ----------
@@ -96,18 +98,9 @@ class MovieLens:
         Demographics: ``user_id, age, gender, occupation, zip_code``.
     """
 
-    name: str
-    ratings: pd.DataFrame
+    # Redeclared without a default: MovieLens always ships both tables.
     items: pd.DataFrame
     users: pd.DataFrame
-
-    @property
-    def n_users(self) -> int:
-        return int(self.ratings["user_id"].nunique())
-
-    @property
-    def n_items(self) -> int:
-        return int(self.ratings["item_id"].nunique())
 
 
 def data_dir(path: str | os.PathLike | None = None) -> Path:
