@@ -27,6 +27,7 @@ import torch
 from tensorly.decomposition import parafac
 from tensorly.decomposition import tucker as tl_tucker
 
+from .ids import check_ids
 from .utils import get_device
 
 __all__ = [
@@ -46,8 +47,7 @@ def dense_tensor(df: pd.DataFrame, modes: list[str], shape: tuple[int, ...], val
     """
     index = tuple(df[m].to_numpy() for m in modes)
     for m, idx, n in zip(modes, index, shape, strict=True):
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise ValueError(f"column {m!r} has values outside 0..{n - 1}: pass a larger shape or re-encode")
+        check_ids(idx, n, m, "Pass a larger shape or re-encode the column.")
     weights = np.ones(len(df)) if value is None else df[value].to_numpy(dtype=np.float64)
     flat = np.ravel_multi_index(index, shape)
     X = np.bincount(flat, weights=weights, minlength=int(np.prod(shape))).reshape(shape)

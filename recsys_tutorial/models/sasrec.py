@@ -50,22 +50,23 @@ class SASRecConfig:
     """Hyperparameters of :class:`SASRec` (defaults chosen on the ML-100K validation item only)."""
 
     max_len: int = 50  # T: longer histories are cut into windows of T for training; scoring reads the last T
-    # D: item, position and hidden size. In the validation sweep (benchmarks/results/sasrec_validation_sweep_h100.jsonl)
-    # 64 with max_len 200 scored 0.119 against 0.116 for 32 with max_len 50, within a seed's spread, but one seed of
-    # it took 173 s to train on the 2-core CPU (benchmarks/results/sasrec_epoch_2core_cpu.jsonl).
+    # D: item, position and hidden size. The validation sweep behind these defaults (dim x max_len x dropout x lr,
+    # three seeds each) is kept in benchmarks/results/sasrec_validation_sweep_h100.jsonl: larger settings scored
+    # within a seed's spread of this one on validation, at several times the CPU training time
+    # (benchmarks/results/sasrec_epoch_2core_cpu.jsonl).
     dim: int = 32
     n_blocks: int = 2  # two attention blocks, as in SASRec
     n_heads: int = 1  # one head reads most easily; D must divide by it
     dropout: float = 0.2  # on embeddings and residual branches
     loss: str = "ce"  # "ce": softmax over all items; "bce": one sampled negative per position (SASRec)
     use_user: bool = False  # add a user embedding to the output (one vector per user, learnt from one sequence)
-    lr: float = 5e-3  # Adam; with pre-LayerNorm a small model takes a large step (above 2e-3 in the validation sweep)
+    lr: float = 5e-3  # Adam; with pre-LayerNorm a small model takes a large step (the sweep's better learning rate)
     weight_decay: float = 0.0
-    batch_size: int = 64  # training windows per step: ~50 steps per ML-100K epoch
-    epochs: int = 40  # an upper bound; with patience 5, early stopping ended validation runs at epochs 30-40
-    # Epochs without a better validation NDCG@10 before stopping. The validation curve is noisy from epoch to
-    # epoch: on the 2-core CPU, seed 0 peaks at 0.108 by epoch 19 and dips for three epochs (patience 3 stops at 22),
-    # then climbs to 0.119 at epoch 29 (patience 5 stops at 34; benchmarks/results/sasrec_epoch_2core_cpu.jsonl).
+    batch_size: int = 64  # training windows per step
+    epochs: int = 40  # an upper bound: early stopping on validation NDCG@10 ends sooner
+    # Epochs without a better validation NDCG@10 before stopping. The validation curve is noisy from epoch to epoch
+    # and dips for a few epochs before climbing again; patience 3 stopped before the best epoch in the recorded runs
+    # (benchmarks/results/sasrec_epoch_2core_cpu.jsonl), patience 5 did not.
     patience: int = 5
     causal: bool = True  # False drops the causal mask: only to show the shortcut a model then learns
     freeze_items: bool = False  # keep the item embeddings as initialised (e.g. from MF factors) during training
