@@ -82,8 +82,9 @@ function element(tag, text, className) {
   return node;
 }
 
-function label(it) {
-  return (it.title ?? `item ${it.item}`) + (it.year ? ` (${it.year})` : "");
+function label(it) {  // MovieLens titles already end with "(1995)": add the year only where it is missing
+  const title = it.title ?? `item ${it.item}`;
+  return it.year && !title.endsWith(`(${it.year})`) ? `${title} (${it.year})` : title;
 }
 
 function columnFor(name) {
