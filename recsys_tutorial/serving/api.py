@@ -2,23 +2,25 @@
 
 Endpoints (all read-only; the batch pipeline is the only writer)::
 
-    GET /                                      the page: pick a user and a time of day, see the top-K
+    GET /                                      the page: compare every stored model's top-K for one user
     GET /health                                status, stored models, item count
-    GET /models                                stored models with k, contexts, users, generated_at
+    GET /models                                stored models with k, contexts, users, generated_at, metrics
     GET /users?model=NAME                      users with stored lists
     GET /users/{user}/recommendations?k=&context=&model=
+    GET /users/{user}/history?n=               the user's most recent interactions, latest first
     GET /items/{item}                          title, year, genres
     GET /openapi.json                          the API's schema
 
 Unknown users and items answer 404; bad parameters 422, both as ``{"detail": "<what and how to fix>"}``.
-Run it with ``python -m recsys_tutorial.serving.api --db data/recommendations.sqlite`` or
-``RECSYS_TUTORIAL_DB=... uvicorn --factory recsys_tutorial.serving.api:create_app``.
+The store is a SQLite path or a ``postgresql://`` URL (:func:`~recsys_tutorial.serving.store.open_store`).
+Run it with ``python -m recsys_tutorial.serving.api --db data/recommendations.sqlite`` (or ``--db
+postgresql://...``), or ``RECSYS_TUTORIAL_DB=... uvicorn --factory recsys_tutorial.serving.api:create_app``.
+This process imports neither torch, TensorLy nor matplotlib.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -29,13 +31,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from ..data.context import TIME_OF_DAY
 from .page import PAGE_HTML
-from .store import NO_CONTEXT, RecommendationStore
+from .store import HISTORY_KEEP, MODEL_NAME_MAX, NO_CONTEXT, open_store
 
-__all__ = ["create_app", "K_MAX", "main"]
+__all__ = ["create_app", "K_MAX", "CONTEXTS", "main"]
 
 K_MAX = 100  # the API never returns more than this; lists are as long as the pipeline's --k
-Context = Literal["night", "morning", "afternoon", "evening", "any"]
-assert Context.__args__ == (*TIME_OF_DAY, NO_CONTEXT)  # one source of truth for context names
+CONTEXTS = (*TIME_OF_DAY, NO_CONTEXT)  # context names come from data.context, defined once
+Context = Literal[CONTEXTS]  # Literal[("a", "b")] is Literal["a", "b"]: pydantic lists the names in its 422
+ModelName = Annotated[str | None, Query(max_length=MODEL_NAME_MAX, description="stored model (default: first by name)")]
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -69,9 +72,12 @@ def _check_model(models: dict, model: str | None) -> str:
     return model
 
 
-def create_app(db_path: str | Path | None = None) -> FastAPI:
-    """The FastAPI app over the store at ``db_path`` (default ``$RECSYS_TUTORIAL_DB``, else data/)."""
-    store = RecommendationStore(db_path or os.environ.get("RECSYS_TUTORIAL_DB"))
+def create_app(db: str | Path | None = None) -> FastAPI:
+    """The FastAPI app over the store at ``db``: a SQLite path or a ``postgresql://`` URL.
+
+    ``None`` reads ``$RECSYS_TUTORIAL_DB``, else ``data/recommendations.sqlite``.
+    """
+    store = open_store(db)
     # No /docs or /redoc: FastAPI's interactive docs load their scripts from a CDN, and this app works offline.
     # The schema stays at /openapi.json.
     app = FastAPI(title="recsys-tutorial recommendations", version="1", docs_url=None, redoc_url=None)
@@ -87,16 +93,15 @@ def create_app(db_path: str | Path | None = None) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict:
-        models = store.models()
-        n_items = store.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-        return {"status": "ok", "models": sorted(models), "n_items": n_items}
+        with store.snapshot():
+            return {"status": "ok", "models": sorted(store.models()), "n_items": store.n_items()}
 
     @app.get("/models")
     def models() -> dict:
         return store.models()
 
     @app.get("/users")
-    def users(model: Annotated[str | None, Query(max_length=64)] = None) -> dict:
+    def users(model: ModelName = None) -> dict:
         model = _check_model(store.models(), model)
         return {"model": model, "users": store.users(model)}
 
@@ -105,7 +110,7 @@ def create_app(db_path: str | Path | None = None) -> FastAPI:
         user: Annotated[int, PathParam(ge=0, le=2**62, description="raw user id (MovieLens user_id)")],
         k: Annotated[int | None, Query(ge=1, le=K_MAX, description="list length (default: as stored)")] = None,
         context: Annotated[Context | None, Query(description="time of day; context-free models ignore it")] = None,
-        model: Annotated[str | None, Query(max_length=64, description="stored model (default: first)")] = None,
+        model: ModelName = None,
     ) -> dict:
         with store.snapshot():  # one consistent view, even while a refresh commits
             stored = store.models()
@@ -116,16 +121,28 @@ def create_app(db_path: str | Path | None = None) -> FastAPI:
                     422, f"k={k} exceeds the {stored[model]['k']} items stored per list for model {model!r}: "
                     f"rerun the pipeline with --k {k}",
                 )  # fmt: skip
-            if not store.has_user(user, model):
-                raise HTTPException(404, f"unknown user {user}: model {model!r} has no list for this user")
             served = _pick_context(stored, model, context)
             rows = store.recommendations(user, model, served, k)
-        if not rows:
-            raise HTTPException(404, f"user {user} has no unseen items left for model {model!r} at {served!r}")
+            if not rows:  # only then ask why: two queries per answered request, not three
+                if not store.has_user(user, model):
+                    raise HTTPException(404, f"unknown user {user}: model {model!r} has no list for this user")
+                raise HTTPException(404, f"user {user} has no list for model {model!r} at {served!r}")
         generated_at = rows[0].pop("generated_at")
         for row in rows[1:]:
             row.pop("generated_at")
         return {"user": user, "model": model, "context": served, "generated_at": generated_at, "items": rows}
+
+    @app.get("/users/{user}/history")
+    def history(
+        user: Annotated[int, PathParam(ge=0, le=2**62, description="raw user id (MovieLens user_id)")],
+        n: Annotated[int, Query(ge=1, le=HISTORY_KEEP, description="interactions, most recent first")] = 10,
+    ) -> dict:
+        rows = store.history(user, n)
+        if not rows:
+            raise HTTPException(
+                404, f"unknown user {user}: no history is stored for this user (the batch pipeline writes it)"
+            )
+        return {"user": user, "items": rows}
 
     @app.get("/items/{item}")
     def item(item: Annotated[int, PathParam(ge=0, le=2**62, description="raw item id (MovieLens item_id)")]) -> dict:
@@ -142,7 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(prog="python -m recsys_tutorial.serving.api", description=__doc__.split("\n")[0])
-    parser.add_argument("--db", default=None, help="SQLite file (default: $RECSYS_TUTORIAL_DB or data/)")
+    parser.add_argument(
+        "--db", default=None,
+        help="SQLite file or postgresql:// URL (default: $RECSYS_TUTORIAL_DB, else data/recommendations.sqlite)",
+    )  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--log-level", default="warning")

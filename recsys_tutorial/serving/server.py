@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from .store import is_postgres_url
+
 __all__ = ["free_port", "ApiServer"]
 
 
@@ -43,18 +45,25 @@ class ApiServer:
 
     >>> with ApiServer("data/recommendations.sqlite") as server:   # doctest: +SKIP
     ...     httpx.get(f"{server.url}/health").json()
+
+    ``db`` is a SQLite path or a ``postgresql://`` URL. It reaches the child as ``$RECSYS_TUTORIAL_DB``,
+    not on its command line, so a password in the URL does not show in the process list.
     """
 
-    def __init__(self, db_path: str | Path, port: int | None = None, startup_timeout_s: float = 30.0):
-        self.db_path, self.port = Path(db_path), port or free_port()
+    def __init__(self, db: str | Path, port: int | None = None, startup_timeout_s: float = 30.0):
+        self.db = db if is_postgres_url(db) else Path(db)
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
 
     def start(self) -> ApiServer:
         package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this same package
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-        command = [sys.executable, "-m", "recsys_tutorial.serving.api", "--db", str(self.db_path)]
+        env = {
+            **os.environ, "RECSYS_TUTORIAL_DB": str(self.db),
+            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+        }  # fmt: skip
+        command = [sys.executable, "-m", "recsys_tutorial.serving.api"]
         # Output goes to a file, not a pipe: an unread pipe fills up (~64 KiB of logs) and blocks the server.
         self.log_path = Path(tempfile.mkstemp(prefix="recsys-api-", suffix=".log")[1])
         with self.log_path.open("w") as log:
@@ -90,6 +99,11 @@ class ApiServer:
                 self.process.wait()
         self.log_path.unlink(missing_ok=True)
         return self.process.returncode
+
+    @property
+    def db_path(self) -> str | Path:
+        """The store's location, as given (the name earlier code uses)."""
+        return self.db
 
     @property
     def running(self) -> bool:
