@@ -77,10 +77,14 @@ def paired_bootstrap(
 def compare_per_user(table_a: pd.DataFrame, table_b: pd.DataFrame, metric: str = "NDCG@10", **bootstrap) -> Interval:
     """:func:`paired_bootstrap` of ``metric`` between two ``evaluate_ranking(..., per_user=True)`` tables.
 
-    The tables are aligned on their query columns (``user`` and a context column if any, i.e. every column
-    that is not a metric); both must hold the same queries, i.e. come from the same held-out frame.
+    The tables are aligned on the query columns they share (``user``, and the context column when both have
+    it; a context-free model's table has none, and with one held-out item per user ``user`` alone identifies a
+    query). Both must hold the same queries, i.e. come from the same held-out frame.
     """
-    keys = [c for c in table_a.columns if "@" not in c and c != "MRR"]
+    keys = [c for c in table_a.columns if "@" not in c and c != "MRR" and c in table_b.columns]
+    for table in (table_a, table_b):
+        if table.duplicated(keys).any():
+            raise ValueError(f"queries are not unique on {keys}: compare tables with the same query columns")
     merged = table_a[keys + [metric]].merge(table_b[keys + [metric]], on=keys, suffixes=("_a", "_b"))
     if len(merged) != len(table_a) or len(merged) != len(table_b):
         raise ValueError("the two per-user tables hold different queries: evaluate both on the same held-out frame")

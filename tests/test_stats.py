@@ -50,3 +50,12 @@ def test_verdict_names_a_winner_only_outside_the_noise():
     assert "within noise" in verdict(tie, "CP", "MF")
     lower_rmse = Interval(-0.01, -0.016, -0.004, 0.95, "t interval over 5 runs")  # a - b for RMSE: a is better
     assert verdict(lower_rmse, "ALS", "SGD", higher_is_better=False).startswith("ALS beats SGD by +0.0100")
+
+
+def test_a_context_free_table_pairs_with_a_context_table_on_users():
+    with_context = pd.DataFrame({"user": [0, 1, 2], "context_id": [3, 0, 1], "NDCG@10": [1.0, 0.5, 0.0]})
+    without = pd.DataFrame({"user": [2, 0, 1], "NDCG@10": [0.5, 0.5, 0.5]})
+    assert compare_per_user(with_context, without).estimate == pytest.approx(0.0)
+    twice = pd.concat([with_context, with_context.assign(context_id=2)])  # two queries per user
+    with pytest.raises(ValueError, match="not unique"):
+        compare_per_user(twice, without)
