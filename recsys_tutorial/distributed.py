@@ -252,6 +252,8 @@ def _train(args: argparse.Namespace, device: torch.device) -> dict:
     }  # fmt: skip
     if args.save and rank() == 0:
         save_model(args.save, args.model, model, users, items)
+    if args.save and world_size() > 1:
+        dist.barrier()  # the file exists on return, on every rank
     if args.db:
         record["store"] = publish(model, args.model, users, items, args.db, args.k, args.batch_size, details)
     return record
