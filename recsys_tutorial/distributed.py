@@ -60,7 +60,10 @@ from .splits import IdMap, encode_ids, temporal_leave_one_out
 from .training import rank, world_size
 from .utils import get_device
 
-__all__ = ["init", "top_k", "publish", "load_data", "load_model", "launch", "main", "MODELS"]
+__all__ = [
+    "init", "top_k", "publish", "load_data", "load_model", "build_model", "config_overrides", "launch", "main",
+    "MODELS",
+]  # fmt: skip
 
 MODELS = ("sasrec", "cp")  # trained data-parallel through GradientSteps (TuckerModel shares CP's loop)
 
@@ -203,8 +206,8 @@ def load_model(path: str | Path, device: torch.device | str) -> tuple[str, Recom
     return saved["name"], model, saved["users"], saved["items"]
 
 
-def _build(name: str, data: str, overrides: dict, device, progress: bool) -> Recommender:
-    """A SASRec or CP model with the series' defaults for the data and the overrides."""
+def build_model(name: str, data: str, overrides: dict, device=None, progress: bool = False) -> Recommender:
+    """A SASRec or CP model (``name``) with the series' defaults for the ``data`` and the config ``overrides``."""
     if name == "sasrec":
         return SASRec(device=device, progress=progress, **overrides)
     return CPModel(PLANTED_CLICKS if data == "planted" else CLICKS_ML100K, device=device, progress=progress,
@@ -225,8 +228,8 @@ def _fit(model: Recommender, encoded: pd.DataFrame, n_users: int, n_items: int, 
     return chosen.refit(encoded), chosen.history_
 
 
-def _overrides(model: str, pairs: Sequence[str]) -> dict:
-    """``field=value`` strings -> config overrides typed like the config's defaults."""
+def config_overrides(model: str, pairs: Sequence[str]) -> dict:
+    """``field=value`` strings -> config overrides of ``model`` (sasrec, cp), typed like the config's defaults."""
     fields = {f.name: f for f in dataclasses.fields(SASRec.Config if model == "sasrec" else CPModel.Config)}
     out = {}
     for pair in pairs:
@@ -240,7 +243,7 @@ def _overrides(model: str, pairs: Sequence[str]) -> dict:
 
 def _train(args: argparse.Namespace, device: torch.device) -> dict:
     encoded, users, items, details = load_data(args.data, args.n_users, args.n_items, args.data_seed)
-    model = _build(args.model, args.data, _overrides(args.model, args.set), device, args.progress)
+    model = build_model(args.model, args.data, config_overrides(args.model, args.set), device, args.progress)
     model, history = _fit(model, encoded, len(users), len(items), args.valid)
     record = {
         "command": "train", "model": args.model, "data": args.data, "n_users": len(users), "n_items": len(items),
@@ -320,8 +323,10 @@ def launch(args: Sequence[str], nproc_per_node: int = 2, threads: int = 1, timeo
                "-m", "recsys_tutorial.distributed", *args]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+    if done.returncode != 0:  # the ranks' own errors first: torchrun's summary that ends stderr names none
+        errors = [line for line in done.stderr.splitlines() if "Error" in line or "error:" in line][-5:]
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n" + "\n".join(errors)
+                           + f"\n...\n{done.stderr[-2000:]}")  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
