@@ -107,9 +107,9 @@ def top_k(
     The users are cut into batches of ``batch_size`` and every (context, batch) is one unit of work, dealt
     round-robin to the ranks. Each rank scores its units on its device, exactly as one process scores that
     batch; rank 0 gathers the lists and returns them in the single-process order (other ranks return None).
-    With the same ``batch_size`` the lists are those of one process, bit for bit. By default a batch is at
-    most ``len(users) / world_size`` users, so every rank has work, and never more than fits
-    :data:`recsys_tutorial.ranking.SCORE_BUDGET_MB`. Rank 0 holds every list, as the store's writer must.
+    With the same ``batch_size`` (and devices of one kind) the lists are one process's, bit for bit. By
+    default a batch is at most ``len(users) / world_size`` users, so every rank has work, and never more than
+    fits :data:`recsys_tutorial.ranking.SCORE_BUDGET_MB`. Rank 0 holds every list, as the store's writer must.
     """
     units, blocks, batch_size = _units(model, k, users, contexts, batch_size)
     start, mine = time.perf_counter(), []
