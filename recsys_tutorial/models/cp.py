@@ -26,7 +26,7 @@ from torch import nn
 
 from ..evaluation import evaluate_ranking
 from ..ids import check_ids
-from ..training import History, minibatches, run_epochs, sample_negatives
+from ..training import GradientSteps, History, minibatches, run_epochs, sample_negatives
 from .base import Recommender, as_index
 
 __all__ = ["TensorModelConfig", "ContextFactorModel", "CPModel", "PLANTED_CLICKS", "CLICKS_ML100K"]
@@ -134,17 +134,16 @@ class ContextFactorModel(Recommender, abstract=True):
                 bias.requires_grad_(False)
         optimizer = torch.optim.Adam([p for p in self.net_.parameters() if p.requires_grad], lr=cfg.lr)
         step = self._mse_step if ratings is not None else self._bce_step
+        steps = GradientSteps(self.net_, optimizer)  # plain steps, or this rank's share under torch.distributed
 
         def run_epoch(epoch: int) -> float:
             self.net_.train()
             losses = []
             for idx in minibatches(len(users), cfg.batch_size, generator):
+                idx, draws = steps.shard(idx, generator)  # this rank's rows (all of them on one process)
                 idx = idx.to(self.device)
-                loss = step(users[idx], items[idx], contexts[idx], None if ratings is None else ratings[idx], generator)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
+                r = None if ratings is None else ratings[idx]
+                losses.append(steps.step(step, users[idx], items[idx], contexts[idx], r, draws))
             return float(np.mean(losses))
 
         validate = None if valid is None else self._validator(valid)

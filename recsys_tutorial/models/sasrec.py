@@ -38,7 +38,7 @@ from ..evaluation import evaluate_ranking
 from ..ids import check_ids
 from ..sequences import PAD, left_pad
 from ..splits import user_sequences
-from ..training import History, minibatches, run_epochs, sample_negatives
+from ..training import GradientSteps, History, minibatches, run_epochs, sample_negatives
 from .base import Recommender
 from .transformer import SequenceEncoder
 
@@ -164,19 +164,21 @@ class SASRec(Recommender):
         users, inputs, targets = self._training_pairs(train)
         loss_fn = ce_loss if cfg.loss == "ce" else bce_loss
         self.set_history(train)
+        steps = GradientSteps(self.net_, optimizer)  # plain steps, or this rank's share under torch.distributed
+        n_targets = (targets != PAD).sum(1)  # (N,) terms each window adds to a batch's mean loss
+
+        def batch_loss(x, u, y, draws):
+            h = self.net_(x.to(self.device), u.to(self.device))  # (B, T', D)
+            return loss_fn(self.net_, h, y.to(self.device), generator=draws)
 
         def run_epoch(epoch: int) -> float:
             self.net_.train()
             total = 0.0
             for batch in minibatches(len(users), cfg.batch_size, generator):
-                u, x, y = users[batch], inputs[batch], targets[batch]  # (B,), (B, T), (B, T)
+                mine, draws = steps.shard(batch, generator, n_targets)  # this rank's rows (all on one process)
+                u, x, y = users[mine], inputs[mine], targets[mine]  # (B,), (B, T), (B, T)
                 x, y = _trim(x, y)
-                h = self.net_(x.to(self.device), u.to(self.device))  # (B, T', D)
-                loss = loss_fn(self.net_, h, y.to(self.device), generator=generator)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(batch)
+                total += steps.step(batch_loss, x, u, y, draws) * len(batch)
             return total / len(users)
 
         validate = None if valid is None else (lambda: evaluate_ranking(self, valid, self.seen_)["NDCG@10"])
