@@ -18,6 +18,7 @@ In a deck each ``## `` section is one slide and long code cells are folded.
 from __future__ import annotations
 
 import argparse
+import copy
 import html
 import importlib.metadata
 import importlib.util
@@ -32,17 +33,25 @@ from traitlets import Bool
 
 from .series import BUILD, NOTEBOOKS, execute, notebooks, title_and_summary
 
-__all__ = ["SeriesPreprocessor", "clean_outputs", "page_title", "render", "publish", "write_index", "copy_static"]
+__all__ = [
+    "SeriesPreprocessor",
+    "clean_outputs",
+    "page_title",
+    "split_sections",
+    "render",
+    "publish",
+    "write_index",
+    "copy_static",
+]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = "_static"
 MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"  # the combined configuration jupyter-server-mathjax ships
-REVEAL_MAJORS = ("4.", "5.")  # nbconvert 7's reveal template loads <prefix>/dist/reveal.js, as reveal.js 4 and 5 lay out
+# nbconvert 7's reveal template loads <prefix>/dist/reveal.js and its theme from dist/theme/: reveal.js 4 and 5
+REVEAL_MAJORS = ("4.", "5.")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # A tqdm bar, as text: " 40%|####      | 4/10 [00:01<00:02, 2.9it/s]" (also its widget's text/plain fallback).
 PROGRESS = re.compile(r"\d+%\|.*\||\|\s*\d+(?:\.\d+)?[kMG]?/\S*\s*\[\d+:\d+|\d+(?:\.\d+)?\s*(?:it/s|s/it)\]")
-# A slide starts at every "## " section heading of a markdown cell.
-SECTION = re.compile(r"^## ", re.M)
 
 
 def page_title(nb: nbformat.NotebookNode) -> str:
@@ -77,12 +86,35 @@ def clean_outputs(outputs: list) -> list:
     return kept
 
 
+def split_sections(source: str) -> list[str]:
+    """Split markdown at each ``## `` heading (outside code fences), so every section can open a slide."""
+    parts, current, fenced = [], [], False
+    for line in source.splitlines(keepends=True):
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        if not fenced and line.startswith("## ") and any(ln.strip() for ln in current):
+            parts.append("".join(current))
+            current = []
+        current.append(line)
+    parts.append("".join(current))
+    return parts
+
+
+def _with_source(cell: nbformat.NotebookNode, source: str, k: int) -> nbformat.NotebookNode:
+    """A copy of ``cell`` holding ``source``, its id suffixed after the first part (ids stay unique)."""
+    part = copy.deepcopy(cell)
+    part.source = source
+    if k and "id" in part:
+        part.id = f"{cell.id}-{k}"
+    return part
+
+
 class SeriesPreprocessor(Preprocessor):
     """Prepare an executed notebook of the series for a reading page or a deck.
 
-    Sets the page title from the first ``# `` heading, drops widget state and progress bars, and for
-    decks (``slides=True``) makes the first cell and every ``## `` section a new slide while keeping an
-    author's own ``slideshow`` choices for other cells.
+    Sets the page title from the first ``# `` heading and drops widget state and progress bars. For decks
+    (``slides=True``) the first cell and every ``## `` section open a new slide (a markdown cell holding a
+    heading part way down is split there); an author's own ``slideshow`` choices stand for other cells.
     """
 
     slides = Bool(False, help="Mark each '## ' section as a reveal.js slide.").tag(config=True)
@@ -90,16 +122,22 @@ class SeriesPreprocessor(Preprocessor):
     def preprocess(self, nb, resources):
         nb.metadata.pop("widgets", None)
         nb.metadata["title"] = page_title(nb)
-        for index, cell in enumerate(nb.cells):
+        cells = []
+        for cell in nb.cells:
             if cell.cell_type == "code":
                 cell.outputs = clean_outputs(cell.get("outputs", []))
-            if self.slides:
-                starts = index == 0 or (cell.cell_type == "markdown" and SECTION.search(cell.source))
-                slideshow = cell.metadata.setdefault("slideshow", {})
-                if starts:
+            if self.slides and cell.cell_type == "markdown":
+                cells.extend(_with_source(cell, part, k) for k, part in enumerate(split_sections(cell.source)))
+            else:
+                cells.append(cell)
+        if self.slides:
+            for index, cell in enumerate(cells):
+                slideshow = cell.metadata.setdefault("slideshow", nbformat.NotebookNode())
+                if index == 0 or (cell.cell_type == "markdown" and cell.source.lstrip().startswith("## ")):
                     slideshow["slide_type"] = "slide"
                 else:
                     slideshow.setdefault("slide_type", "-")
+        nb.cells = cells
         return nb, resources
 
 

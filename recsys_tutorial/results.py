@@ -175,7 +175,7 @@ def notebooks_table(directory: Path) -> str:
 
 
 def _measured_on(payload: dict) -> str:
-    """"2-core x86_64 CPU, no GPU, Python 3.11.7, torch 2.13.0+cpu, on 2026-11-22" for one results file."""
+    """ "2-core x86_64 CPU, no GPU, Python 3.11.7, torch 2.13.0+cpu, on 2026-11-22" for one results file."""
     machine = payload.get("machine", UNRECORDED)
     return f"{machine}, on {payload['date']}" if payload.get("date") else machine
 
