@@ -69,7 +69,7 @@ def _keep_stream_line(line: str) -> str | None:
 
 
 def clean_outputs(outputs: list) -> list:
-    """Outputs fit for reading: no progress-bar widgets, no progress-bar text, no empty streams left behind."""
+    """Outputs fit for reading (a new list): no progress-bar widgets or text, no empty streams left behind."""
     kept = []
     for out in outputs:
         data = out.get("data", {})
@@ -77,8 +77,8 @@ def clean_outputs(outputs: list) -> list:
             continue  # a widget (tqdm's bar): frozen state is all it could show
         if out.get("output_type") == "stream":
             lines = [_keep_stream_line(line) for line in out.get("text", "").split("\n")]
-            out["text"] = "\n".join(line for line in lines if line is not None)
-            if not out["text"].strip() and (None in lines or out.get("name") == "stderr"):
+            out = nbformat.from_dict({**out, "text": "\n".join(line for line in lines if line is not None)})
+            if not out.text.strip() and (None in lines or out.get("name") == "stderr"):
                 continue  # nothing but progress bars (or tqdm's closing newline on stderr) was printed
         elif set(data) == {"text/plain"} and PROGRESS.search(data["text/plain"]):
             continue
