@@ -39,7 +39,8 @@ test: $(STAMP) data
 	$(BIN)/ruff format --check .
 	RECSYS_TUTORIAL_RESULTS=$(CURDIR)/build/results $(BIN)/pytest tests notebooks --nbmake --nbmake-timeout=1200
 
-# Re-measure: execute every notebook, record its metrics and wall time, regenerate the README tables.
+# Re-measure: execute every notebook, record its metrics, wall time and machine, regenerate the README tables.
+# A notebook that fails keeps its recorded results; the command names it and exits non-zero after the rest.
 results: $(STAMP) data
 	$(BIN)/python -m recsys_tutorial.results run
 
@@ -48,12 +49,13 @@ results-quick: $(STAMP) data
 	$(BIN)/python -m recsys_tutorial.results run --quick
 
 # A reading copy: every notebook executed, as HTML with figures, plus build/html/index.html. Offline.
+# QUICK=1 builds it from QUICK runs (smaller sizes, same code).
 html: $(STAMP) data
-	$(BIN)/python -m recsys_tutorial.publish html
+	$(BIN)/python -m recsys_tutorial.publish html $(if $(filter 1,$(QUICK)),--quick)
 
-# Slide decks for class: build/slides/NN_*.html, one "##" section per slide; open the file, no network.
+# Slide decks for class: build/slides/NN_*.html (reveal.js), one "##" section per slide; open the file, no network.
 slides: $(STAMP) data
-	$(BIN)/python -m recsys_tutorial.publish slides
+	$(BIN)/python -m recsys_tutorial.publish slides $(if $(filter 1,$(QUICK)),--quick)
 
 # Notebook 06 as a product: refresh the top-K store with the batch pipeline, then serve the API and page on
 # http://127.0.0.1:8000 (Ctrl-C stops it). MODEL is one of the pipeline's --model choices.

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["use_style", "axes", "bar", "line", "heatmap"]
+__all__ = ["use_style", "figure_claim", "axes", "bar", "line", "heatmap"]
 
 _STYLE = {
     "figure.figsize": (7.0, 3.6),
@@ -23,8 +23,45 @@ _STYLE = {
 
 
 def use_style() -> None:
-    """Apply the series' matplotlib style (called by each notebook's first cell)."""
+    """Apply the series' matplotlib style (called by each notebook's first cell).
+
+    In IPython (a notebook kernel) it also gives every figure output alt text: its claim (see
+    :func:`figure_claim`), stored as ``metadata["image/png"]["alt"]`` where the published pages read it.
+    Outside IPython (scripts, tests) only the style is applied.
+    """
     plt.rcParams.update(_STYLE)
+    _register_alt_text()
+
+
+def figure_claim(fig: plt.Figure) -> str:
+    """The claim a figure states: its suptitle, else its axes' titles joined by "; " ("" if it has none)."""
+    suptitle = fig.get_suptitle().strip()
+    if suptitle:
+        return suptitle
+    titles = [ax.get_title(loc).strip() for ax in fig.axes for loc in ("left", "center", "right")]
+    return "; ".join(t for t in titles if t)
+
+
+def _figure_alt_text(fig: plt.Figure) -> tuple[dict, dict]:
+    """A mime bundle with no data and the figure's claim as the PNG's alt text (IPython merges it in)."""
+    claim = figure_claim(fig)
+    return {}, ({"image/png": {"alt": claim}} if claim else {})
+
+
+def _register_alt_text() -> None:
+    """Attach :func:`_figure_alt_text` to IPython's display of figures; a no-op without a running IPython.
+
+    It goes through the mime-bundle formatter, which IPython consults before the per-type PNG formatter:
+    the inline backend re-registers that one whenever its settings change, and would drop a wrapper.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # IPython is not installed: nothing displays figures as outputs
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    shell.display_formatter.mimebundle_formatter.for_type(plt.Figure, _figure_alt_text)
 
 
 def axes(title: str, xlabel: str, ylabel: str, ax: plt.Axes | None = None, **subplots) -> plt.Axes:

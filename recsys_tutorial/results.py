@@ -1,16 +1,18 @@
 """Headline metrics: recorded by the notebooks, rendered into the README, never typed by hand.
 
-Each notebook creates a :class:`Recorder` and logs its headline numbers; they land in
-``notebooks/results/<notebook>.json`` (or ``$RECSYS_TUTORIAL_RESULTS``). ``make results`` executes
-every notebook on a fresh kernel, adds its measured wall time, and regenerates the README tables
-between the ``<!-- results:... -->`` markers::
+Each notebook creates a :class:`Recorder` and logs its headline numbers. They go to a hidden partial file
+(``notebooks/results/.<notebook>.json.partial``, or under ``$RECSYS_TUTORIAL_RESULTS``), which ``make results``
+promotes to ``<notebook>.json`` only once the whole notebook has executed without error, adding its wall
+time, the machine it ran on and the date. A notebook that fails half way leaves the committed file as it was.
+Running a notebook by hand (JupyterLab, nbmake) therefore never changes the committed numbers::
 
-    python -m recsys_tutorial.results run      # execute notebooks, record run times, render README
+    python -m recsys_tutorial.results run      # execute notebooks, promote their metrics, render README
     python -m recsys_tutorial.results run --quick   # the same with QUICK=1: record only the QUICK run times
     python -m recsys_tutorial.results readme   # re-render README from the JSON files only
     python -m recsys_tutorial.results check    # exit 1 if the README is out of date
 
-The same numbers are stamped into each notebook's opening cell, on its ``**Run time**:`` line.
+Each notebook's numbers carry their own machine, so re-running one notebook elsewhere relabels only it.
+The run times are also stamped into each notebook's opening cell, on its ``**Run time**:`` line.
 """
 
 from __future__ import annotations
@@ -26,16 +28,31 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["Recorder", "results_dir", "render_readme", "run_notebooks", "stamp_runtime"]
+from .series import BUILD, NOTEBOOKS, ROOT, execute, notebooks, title_and_summary
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ROOT / "notebooks"
+__all__ = [
+    "Recorder",
+    "results_dir",
+    "partial_path",
+    "promote",
+    "render_readme",
+    "run_notebooks",
+    "stamp_runtime",
+    "describe_machine",
+]
+
 README = ROOT / "README.md"
+UNRECORDED = "an unrecorded machine"
 
 
 def results_dir() -> Path:
     """``$RECSYS_TUTORIAL_RESULTS`` if set (tests use a scratch folder), else ``notebooks/results``."""
     return Path(os.environ.get("RECSYS_TUTORIAL_RESULTS", NOTEBOOKS / "results"))
+
+
+def partial_path(directory: Path, notebook: str) -> Path:
+    """The hidden file a running notebook logs to (git-ignored: ``notebooks/results/.*.json*``)."""
+    return Path(directory) / f".{notebook}.json.partial"
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -57,7 +74,10 @@ def _read_json(path: Path) -> dict:
 
 
 class Recorder:
-    """Collects one notebook's headline metrics and writes them to its JSON file as they come.
+    """Collects one notebook's headline metrics in its partial file, written atomically after each log.
+
+    The partial file becomes the notebook's results only through :func:`promote`, which ``make results``
+    calls once the notebook has run to the end.
 
     >>> rec = Recorder("00_data_and_evaluation")                        # doctest: +SKIP
     >>> rec.log("most_popular_ndcg10", 0.0251, "Most-popular NDCG@10")  # doctest: +SKIP
@@ -66,48 +86,76 @@ class Recorder:
     def __init__(self, notebook: str, directory: str | os.PathLike | None = None):
         if not re.fullmatch(r"\d\d_[a-z0-9_]+", notebook):
             raise ValueError(f"notebook name {notebook!r} should look like '01_matrix_factorization'")
-        self.path = Path(directory or results_dir()) / f"{notebook}.json"
-        previous = _read_json(self.path)
-        self.payload = {
-            "notebook": notebook,
-            # filled in by `results run` (with and without --quick), kept when the notebook re-logs
-            "runtime_s": previous.get("runtime_s"),
-            "runtime_quick_s": previous.get("runtime_quick_s"),
-            "metrics": {},
-        }
+        self.path = partial_path(Path(directory or results_dir()), notebook)
+        self.payload = {"notebook": notebook, "metrics": {}}
 
     def __repr__(self) -> str:
-        committed = NOTEBOOKS / "results"  # the measured run times shipped with the repository
-        full, quick = (
-            _read_json(committed / f"{self.payload['notebook']}.json").get(k) for k in ("runtime_s", "runtime_quick_s")
-        )
-        measured = (
-            f"last measured run: {_fmt_runtime(full)} (QUICK: {_fmt_runtime(quick)}) on {_describe_machine(committed)}"
-            if full
-            else "run time not measured yet (make results)"
-        )
+        committed = _read_json(NOTEBOOKS / "results" / f"{self.payload['notebook']}.json")
+        full, quick = (committed.get(k) for k in ("runtime_s", "runtime_quick_s"))
+        if not full:
+            return f"Recorder({self.payload['notebook']!r}): run time not measured yet (make results)"
+        when = f" on {committed['date']}" if committed.get("date") else ""
+        machine = committed.get("machine", UNRECORDED)
+        measured = f"last measured run: {_fmt_runtime(full)} (QUICK: {_fmt_runtime(quick)}) on {machine}{when}"
         return f"Recorder({self.payload['notebook']!r}): {measured}"
 
     def log(self, key: str, value: float, label: str, fmt: str = ".3f"):
         """Record ``value`` under ``key`` with a human label; returns ``value`` so a cell can show it."""
-        import torch
-
         from .utils import get_device
 
         self.payload["metrics"][key] = {"label": label, "value": float(value), "fmt": fmt}
         self.payload["device"] = str(get_device())
-        self.payload["torch"] = torch.__version__
         _write_json(self.path, self.payload)
         return value
 
 
-def _notebook_summary(path: Path) -> tuple[str, str]:
-    """Title (first ``# `` heading) and summary (first ``> `` line) of a notebook's first markdown cell."""
-    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    source = next("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
-    title = next((ln[2:].strip() for ln in source.splitlines() if ln.startswith("# ")), path.stem)
-    summary = next((ln[2:].strip() for ln in source.splitlines() if ln.startswith("> ")), "")
-    return title, summary
+def describe_machine() -> str:
+    """One line naming this machine: cores and architecture, GPU, Python and torch versions."""
+    import torch
+
+    cores = os.cpu_count()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cores}-core {platform.machine()} CPU, {gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+def promote(
+    notebook: str,
+    directory: Path,
+    runtime_s: float,
+    quick: bool = False,
+    source: Path | None = None,
+    machine: str | None = None,
+    date: str | None = None,
+) -> Path:
+    """Turn a notebook's completed run into its results file ``<directory>/<notebook>.json``.
+
+    A full run replaces the metrics with those in the partial file (in ``source``, default ``directory``)
+    and records ``runtime_s``, the machine and the date; the QUICK run time already recorded is kept.
+    A QUICK run (``quick=True``) changes ``runtime_quick_s`` only: its metrics come from smaller sizes and
+    are never the lesson's numbers. The partial file is removed either way.
+    """
+    out = Path(directory) / f"{notebook}.json"
+    partial = partial_path(Path(source or directory), notebook)
+    previous = _read_json(out)
+    if quick:
+        payload = previous or {"notebook": notebook, "metrics": {}}
+        payload["runtime_quick_s"] = round(runtime_s, 1)
+    else:
+        logged = _read_json(partial)
+        payload = {
+            "notebook": notebook,
+            "runtime_s": round(runtime_s, 1),
+            "runtime_quick_s": previous.get("runtime_quick_s"),
+            "machine": machine or describe_machine(),
+            "date": date or dt.date.today().isoformat(),
+            "device": logged.get("device"),
+            "metrics": logged.get("metrics", {}),
+        }
+    _write_json(out, payload)
+    partial.unlink(missing_ok=True)
+    return out
 
 
 def _fmt_runtime(seconds) -> str:
@@ -118,22 +166,36 @@ def _fmt_runtime(seconds) -> str:
 
 def notebooks_table(directory: Path) -> str:
     rows = ["| Notebook | What it teaches | Run time (CPU) | QUICK run time |", "| --- | --- | --- | --- |"]
-    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
-        title, summary = _notebook_summary(path)
+    for path in notebooks():
+        title, summary = title_and_summary(path)
         payload = _read_json(directory / f"{path.stem}.json")
         runtimes = " | ".join(_fmt_runtime(payload.get(key)) for key in ("runtime_s", "runtime_quick_s"))
         rows.append(f"| [{title}](notebooks/{path.name}) | {summary} | {runtimes} |")
     return "\n".join(rows)
 
 
+def _measured_on(payload: dict) -> str:
+    """ "2-core x86_64 CPU, no GPU, Python 3.11.7, torch 2.13.0+cpu, on 2026-11-22" for one results file."""
+    machine = payload.get("machine", UNRECORDED)
+    return f"{machine}, on {payload['date']}" if payload.get("date") else machine
+
+
 def metrics_table(directory: Path) -> str:
-    rows = ["| Notebook | Metric | Value |", "| --- | --- | ---: |"]
-    for path in sorted(directory.glob("[0-9][0-9]_*.json")):
-        payload = _read_json(path)
+    """Every recorded metric, each row keyed (A, B, ...) to the machine and date its notebook was run on."""
+    payloads = [_read_json(p) for p in sorted(directory.glob("[0-9][0-9]_*.json"))]
+    keys: dict[str, str] = {}  # "machine, on date" -> "A"
+    for payload in payloads:
+        keys.setdefault(_measured_on(payload), chr(ord("A") + len(keys)))
+    rows = ["| Notebook | Metric | Value | Measured on |", "| --- | --- | ---: | :---: |"]
+    for payload in payloads:
+        key = keys[_measured_on(payload)]
         for m in payload.get("metrics", {}).values():
-            rows.append(f"| {payload['notebook']} | {m['label']} | {format(m['value'], m['fmt'])} |")
-    note = f"\n\nMeasured on: {_describe_machine(directory)}."
-    return "\n".join(rows) + note
+            rows.append(f"| {payload['notebook']} | {m['label']} | {format(m['value'], m['fmt'])} | {key} |")
+    legend = []
+    for measured, key in keys.items():
+        names = ", ".join(p["notebook"][:2] for p in payloads if _measured_on(p) == measured)
+        legend.append(f"- **{key}** (notebooks {names}): {measured}.")
+    return "\n".join(rows) + "\n\nMeasured on:\n\n" + "\n".join(legend)
 
 
 RUNTIME_LINE = re.compile(r"^\*\*Run time\*\*:.*$", re.M)
@@ -156,14 +218,15 @@ def stamp_runtime(source: str, payload: dict, machine: str) -> str:
 
 
 def _stamp_notebooks(directory: Path, write: bool) -> list[str]:
-    """Stamp every notebook's run-time line; return the names of those that were out of date."""
+    """Stamp every notebook's run-time line from its own results file; return those that were out of date."""
     import nbformat
 
-    machine = ", ".join(_describe_machine(directory).split(", ")[:2])  # "2-core x86_64 CPU, no GPU"
     stale = []
-    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+    for path in notebooks():
         nb = nbformat.read(path, as_version=4)
-        fresh = stamp_runtime(nb.cells[0].source, _read_json(directory / f"{path.stem}.json"), machine)
+        payload = _read_json(directory / f"{path.stem}.json")
+        machine = ", ".join(payload.get("machine", UNRECORDED).split(", ")[:2])  # "2-core x86_64 CPU, no GPU"
+        fresh = stamp_runtime(nb.cells[0].source, payload, machine)
         if fresh != nb.cells[0].source:
             stale.append(path.name)
             if write:
@@ -184,40 +247,45 @@ def render_readme(text: str, directory: Path | None = None) -> str:
     return text
 
 
-def run_notebooks(paths: list[Path], directory: Path | None = None, quick: bool = False) -> None:
-    """Execute each notebook on a fresh kernel and record its wall time (``runtime_quick_s`` with ``quick``).
+def run_notebooks(paths: list[Path], directory: Path | None = None, quick: bool = False) -> list[str]:
+    """Execute each notebook on a fresh kernel; promote its results only if every cell ran without error.
 
-    A full run records the notebook's metrics too; a QUICK run records only its time, so the headline
-    numbers always come from the full lesson.
+    A full run records the notebook's metrics, wall time, machine and date; a QUICK run records only its
+    wall time (``runtime_quick_s``), so the headline numbers always come from the full lesson. A failing
+    notebook keeps its committed results file, loses its partial file, and the others still run.
+
+    Returns
+    -------
+    list of str
+        The names of the notebooks that failed, each with the first line of its error.
     """
-    from .publish import BUILD, execute
-
-    directory = directory or results_dir()
+    directory = Path(directory or results_dir())
+    scratch = BUILD / "quick-results" if quick else directory  # where the kernel's Recorder logs
+    machine = describe_machine()
+    failed = []
     for path in paths:
+        partial = partial_path(scratch, path.stem)
+        partial.unlink(missing_ok=True)  # a stale partial from an interactive session must not be promoted
         start = time.perf_counter()
-        execute(path, quick=quick, results=BUILD / "quick-results" if quick else directory, use_cache=False)
+        try:
+            execute(path, quick=quick, results=scratch, use_cache=False)
+        except Exception as err:  # a cell raised, timed out, or the kernel died
+            partial.unlink(missing_ok=True)
+            failed.append(f"{path.name}: {_reason(err)}")
+            print(f"{path.name}{' (QUICK)' if quick else ''}: FAILED, results kept as they were", flush=True)
+            continue
         elapsed = time.perf_counter() - start
-        out = directory / f"{path.stem}.json"
-        payload = _read_json(out) or {"notebook": path.stem, "metrics": {}}
-        payload["runtime_quick_s" if quick else "runtime_s"] = round(elapsed, 1)
-        _write_json(out, payload)
+        promote(path.stem, directory, elapsed, quick=quick, source=scratch, machine=machine)
         print(f"{path.name}{' (QUICK)' if quick else ''}: {elapsed:.1f} s", flush=True)
-    if not quick:
-        _write_json(directory / "machine.json", {"description": _machine(), "date": dt.date.today().isoformat()})
+    return failed
 
 
-def _describe_machine(directory: Path) -> str:
-    return _read_json(directory / "machine.json").get("description", "an unrecorded machine")
-
-
-def _machine() -> str:
-    import torch
-
-    cores = os.cpu_count()
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cores}-core {platform.machine()} CPU, {gpu}, Python {platform.python_version()}, torch {torch.__version__}"
-    )
+def _reason(err: Exception) -> str:
+    """One line saying why a notebook failed: the cell's exception (nbclient keeps its name and value)."""
+    if getattr(err, "ename", None):
+        return f"{err.ename}: {err.evalue}"
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,9 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: all in notebooks/)")
     parser.add_argument("--quick", action="store_true", help="run with QUICK=1 and record only the run time")
     args = parser.parse_args(argv)
+    failed = []
     if args.command == "run":
-        paths = [Path(p).resolve() for p in args.notebooks] or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-        run_notebooks(paths, quick=args.quick)
+        paths = [Path(p).resolve() for p in args.notebooks] or notebooks()
+        failed = run_notebooks(paths, quick=args.quick)
     current = README.read_text(encoding="utf-8")
     fresh = render_readme(current)
     if args.command == "check":
@@ -243,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rendered {README}")
     for name in _stamp_notebooks(results_dir(), write=True):
         print(f"stamped the run time of {name}")
+    if failed:
+        print(f"{len(failed)} notebook(s) failed; their results were not changed:", file=sys.stderr)
+        for line in failed:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return 0
 
 
