@@ -40,10 +40,12 @@ from .splits import Split, canonical_fold, random_holdout
 
 __all__ = [
     "Candidate", "Selection", "grid", "fit_and_score", "select_on_validation", "nested_fold", "nested_folds",
-    "chosen_rows", "summarize", "read_peer_results",
+    "chosen_rows", "summarize", "read_peer_results", "SURPRISE_RESULTS",
 ]  # fmt: skip
 
 RATING_SCALE = (1.0, 5.0)  # MovieLens stars: predictions are clipped to it before scoring
+# Surprise on u1..u5 under this protocol, written by benchmarks/surprise_folds.py (its docstring has the command)
+SURPRISE_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "surprise_folds_2core_cpu.jsonl"
 
 
 @dataclass(frozen=True)
@@ -233,13 +235,14 @@ def summarize(table: pd.DataFrame, choice: str = "chosen on validation") -> pd.D
     return out
 
 
-def read_peer_results(path: str | Path) -> pd.DataFrame:
+def read_peer_results(path: str | Path = SURPRISE_RESULTS) -> pd.DataFrame:
     """Five-fold means of another library's models from a JSON-lines file (one line per fold and model).
 
-    Each line needs ``model``, ``fold``, ``rmse``, ``mae`` and ``fit_seconds`` (as written by
-    ``benchmarks/surprise_folds.py``). Returns one row per model, in file order, with ``RMSE mean``,
-    ``RMSE std`` (``ddof=1``), ``MAE mean``, ``fit s mean`` and the number of folds; a model seen on fewer
-    folds than the others raises a ``ValueError`` (a partial run must not pass for a five-fold mean).
+    By default the recorded scikit-surprise results (``SURPRISE_RESULTS``). Each line needs ``model``,
+    ``fold``, ``rmse``, ``mae`` and ``fit_seconds`` (as written by ``benchmarks/surprise_folds.py``). Returns
+    one row per model, in file order, with ``RMSE mean``, ``RMSE std`` (``ddof=1``), ``MAE mean``,
+    ``fit s mean`` and the number of folds; a model seen on fewer folds than the others raises a
+    ``ValueError`` (a partial run must not pass for a five-fold mean).
     """
     path = Path(path)
     if not path.is_file():
