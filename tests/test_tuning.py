@@ -11,6 +11,7 @@ import pytest
 from recsys_tutorial.models import BiasBaseline
 from recsys_tutorial.splits import Split, canonical_fold, random_holdout
 from recsys_tutorial.tuning import (
+    SURPRISE_RESULTS,
     chosen_rows,
     fit_and_score,
     grid,
@@ -19,6 +20,8 @@ from recsys_tutorial.tuning import (
     select_on_validation,
     summarize,
 )
+
+OUR_RESULTS = SURPRISE_RESULTS.with_name("mf_folds_nested_2core_cpu.jsonl")  # benchmarks/mf_folds.py, recorded
 
 
 def synthetic_folds(n_users: int = 30, n_items: int = 25, n_ratings: int = 400, seed: int = 0) -> dict[str, Split]:
@@ -256,3 +259,18 @@ def test_nested_selection_on_u2_reads_only_u2_base(ml100k_dir):
     pred = np.clip(direct.predict(fold.test["user"], fold.test["item"]).numpy(), 1, 5)
     assert table.loc[0, "test_rmse"] == pytest.approx(np.sqrt(np.mean((pred - fold.test["rating"].to_numpy()) ** 2)))
     assert 0.90 < table.loc[0, "test_rmse"] < 1.0  # the bias baseline's usual range on ml-100k
+
+
+def test_recorded_surprise_results_cover_the_five_folds():
+    means = read_peer_results()  # the recorded benchmarks/surprise_folds.py run
+    assert list(means.index) == ["SVD", "SVD++", "KNNBaseline", "SVD tuned"] and (means["folds"] == 5).all()
+    lines = [json.loads(line) for line in SURPRISE_RESULTS.read_text().splitlines()]
+    assert all({"machine", "date", "library", "params", "valid_rmse"} <= set(line) for line in lines)
+    assert {line["fold"] for line in lines} == {f"u{k}" for k in range(1, 6)}
+
+
+def test_recorded_nested_mf_results_name_one_validation_choice_per_fold():
+    lines = [json.loads(line) for line in OUR_RESULTS.read_text().splitlines()]
+    table = pd.DataFrame(lines).rename(columns={"model": "family", "rmse": "test_rmse", "mae": "test_mae"})
+    assert len(chosen_rows(table)) == 5 and (read_peer_results(OUR_RESULTS)["folds"] == 5).all()
+    assert all({"machine", "date", "params", "valid_rmse"} <= set(line) for line in lines)
