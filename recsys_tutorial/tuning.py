@@ -235,16 +235,32 @@ def summarize(table: pd.DataFrame, choice: str = "chosen on validation") -> pd.D
     return out
 
 
-def read_peer_results(path: str | Path = SURPRISE_RESULTS) -> pd.DataFrame:
+def read_peer_results(path: str | Path = SURPRISE_RESULTS, per_fold: bool = False) -> pd.DataFrame:
     """Five-fold means of another library's models from a JSON-lines file (one line per fold and model).
 
     By default the recorded scikit-surprise results (``SURPRISE_RESULTS``). Each line needs ``model``,
-    ``fold``, ``rmse``, ``mae`` and ``fit_seconds`` (as written by ``benchmarks/surprise_folds.py``). Returns
-    one row per model, in file order, with ``RMSE mean``, ``RMSE std`` (``ddof=1``), ``MAE mean``,
-    ``fit s mean`` and the number of folds; a model seen on fewer folds than the others raises a
-    ``ValueError`` (a partial run must not pass for a five-fold mean).
+    ``fold``, ``rmse``, ``mae`` and ``fit_seconds`` (as written by ``benchmarks/surprise_folds.py``). Every
+    model must cover the same folds once each (a partial run must not pass for a five-fold mean), else a
+    ``ValueError``.
+
+    Returns
+    -------
+    DataFrame
+        One row per model, in file order, with ``RMSE mean``, ``RMSE std`` (``ddof=1``), ``MAE mean``,
+        ``fit s mean`` and ``folds``; with ``per_fold=True``, the test RMSE with one row per fold and one
+        column per model instead (for paired, per-fold comparisons).
     """
-    path = Path(path)
+    frame = _fold_lines(Path(path))
+    if per_fold:
+        return frame.pivot(index="fold", columns="model", values="rmse")[list(frame["model"].unique())]
+    return frame.groupby("model", sort=False).agg(
+        **{"RMSE mean": ("rmse", "mean"), "RMSE std": ("rmse", "std"), "MAE mean": ("mae", "mean"),
+           "fit s mean": ("fit_seconds", "mean"), "folds": ("fold", "nunique")}
+    )  # fmt: skip
+
+
+def _fold_lines(path: Path) -> pd.DataFrame:
+    """The lines of a fold benchmark's JSON-lines file, checked: the needed fields, each model on the same folds."""
     if not path.is_file():
         raise ValueError(f"no peer results at {path}: run the benchmark named in its docstring to create it")
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -254,11 +270,7 @@ def read_peer_results(path: str | Path = SURPRISE_RESULTS) -> pd.DataFrame:
     missing = {"model", "fold", "rmse", "mae", "fit_seconds"} - set(frame)
     if missing:
         raise ValueError(f"{path} lacks the field(s) {sorted(missing)}: it was not written by a fold benchmark")
-    out = frame.groupby("model", sort=False).agg(
-        **{"RMSE mean": ("rmse", "mean"), "RMSE std": ("rmse", "std"), "MAE mean": ("mae", "mean"),
-           "fit s mean": ("fit_seconds", "mean"), "folds": ("fold", "nunique")}
-    )  # fmt: skip
-    lines_per_model = frame.groupby("model", sort=False)["fold"].size()
-    if out["folds"].nunique() > 1 or (lines_per_model != out["folds"]).any():
-        raise ValueError(f"{path}: models were run on different or repeated folds {out['folds'].to_dict()}")
-    return out
+    folds = frame.groupby("model", sort=False)["fold"].agg(lambda f: tuple(sorted(f)))
+    if folds.nunique() > 1 or frame.duplicated(["model", "fold"]).any():
+        raise ValueError(f"{path}: models were run on different or repeated folds {folds.to_dict()}")
+    return frame

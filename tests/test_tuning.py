@@ -240,9 +240,12 @@ def test_read_peer_results_means_and_partial_runs(tmp_path):
     assert list(means.index) == ["SVD", "KNN"] and (means["folds"] == 5).all()
     assert means.loc["SVD", "RMSE mean"] == pytest.approx(0.96)
     assert means.loc["KNN", "RMSE std"] == pytest.approx(np.std([0.93, 0.94, 0.95, 0.96, 0.97], ddof=1))
-    path.write_text("\n".join(json.dumps(line) for line in lines[:-1]) + "\n")
-    with pytest.raises(ValueError, match="different or repeated folds"):
-        read_peer_results(path)
+    per_fold = read_peer_results(path, per_fold=True)
+    assert list(per_fold.columns) == ["SVD", "KNN"] and per_fold.loc["u3", "KNN"] == pytest.approx(0.95)
+    for broken in (lines[:-1], lines + lines[-1:], lines[:-1] + [{**lines[-1], "fold": "u6"}]):
+        path.write_text("\n".join(json.dumps(line) for line in broken) + "\n")
+        with pytest.raises(ValueError, match="different or repeated folds"):
+            read_peer_results(path)
     with pytest.raises(ValueError, match="no peer results"):
         read_peer_results(tmp_path / "missing.jsonl")
 
