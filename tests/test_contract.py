@@ -40,6 +40,7 @@ FACTORIES = {
         max_len=8, dim=8, epochs=2, seed=seed, progress=False, item_features=ITEM_FEATURES, user_features=USER_FEATURES
     ),
     "GenrePopularity": lambda seed: models.GenrePopularity(item_features=ITEM_FEATURES),
+    "MLPScorer": lambda seed: models.MLPScorer(dim=4, hidden=8, epochs=2, seed=seed, progress=False),
 }
 
 

@@ -12,6 +12,7 @@ from .feature_transformer import FeatureTransformer, FeatureTransformerConfig
 from .genre_popularity import GenrePopularity, GenrePopularityConfig
 from .implicit_mf import IMPLICIT_ALS_ML100K, ImplicitALS, ImplicitALSConfig
 from .mf import BIASED_MF_ML100K, BiasedMF, BiasedMFConfig, ImputedSVD, ImputedSVDConfig, imputed_svd, similar_items
+from .neural import MLPConfig, MLPScorer
 from .sasrec import SASRec, SASRecConfig
 from .tucker import TuckerConfig, TuckerModel
 
@@ -21,5 +22,6 @@ __all__ = [
     "BIASED_MF_ML100K", "ALSMF", "ALSConfig", "ALS_ML100K", "SAMPLED_ALS_ML100K", "ImplicitALS", "ImplicitALSConfig",
     "IMPLICIT_ALS_ML100K", "CPModel", "TensorModelConfig", "PLANTED_CLICKS", "CLICKS_ML100K", "TuckerModel",
     "TuckerConfig", "SASRec", "SASRecConfig", "similar_items",
-    "FeatureTransformer", "FeatureTransformerConfig", "GenrePopularity", "GenrePopularityConfig",
+    "FeatureTransformer", "FeatureTransformerConfig", "GenrePopularity", "GenrePopularityConfig", "MLPScorer",
+    "MLPConfig",
 ]  # fmt: skip
