@@ -118,6 +118,15 @@ def test_extra_left_padding_does_not_change_scores():
     torch.testing.assert_close(net.logits(short), net.logits(padded))
 
 
+def test_items_without_training_interactions_are_left_out_of_the_training_softmax_only():
+    net = tiny_net()
+    net.known[3] = False
+    q = torch.randn(2, 16)
+    assert torch.isneginf(net.train().logits(q)[:, 3]).all()  # never a target: not pushed down either
+    assert torch.isfinite(net.eval().logits(q)).all()  # ranked at evaluation, from its features
+    torch.testing.assert_close(net.items()[3], net.item_features()[3])
+
+
 @pytest.mark.parametrize("bad", [N_ITEMS + 2, -1])
 def test_out_of_range_token_raises_value_error(bad):
     with pytest.raises(ValueError, match="out of range"):
