@@ -15,11 +15,15 @@ import pytest
 import torch
 
 import recsys_tutorial.models as models
+from recsys_tutorial.data.features import Features
 from recsys_tutorial.models import Recommender
 from recsys_tutorial.training import History
 from recsys_tutorial.utils import get_device
 
 N_USERS, N_ITEMS, N_CONTEXTS = 12, 10, 3
+GENRES = np.eye(4, dtype=int)[np.arange(N_ITEMS) % 4]  # (N_ITEMS, 4): one genre per item
+ITEM_FEATURES = Features.from_arrays("item", fields={"year": np.arange(N_ITEMS) % 3}, bags={"genres": GENRES})
+USER_FEATURES = Features.from_arrays("user", fields={"age": np.arange(N_USERS) % 2})
 
 FACTORIES = {
     "BiasBaseline": lambda seed: models.BiasBaseline(n_sweeps=3),
@@ -32,6 +36,11 @@ FACTORIES = {
     "CPModel": lambda seed: models.CPModel(rank=3, epochs=2, loss="bce", seed=seed, progress=False),
     "TuckerModel": lambda seed: models.TuckerModel(rank=3, epochs=2, seed=seed, progress=False),
     "SASRec": lambda seed: models.SASRec(max_len=8, dim=8, epochs=2, seed=seed, progress=False),
+    "FeatureTransformer": lambda seed: models.FeatureTransformer(
+        max_len=8, dim=8, epochs=2, seed=seed, progress=False, item_features=ITEM_FEATURES, user_features=USER_FEATURES
+    ),
+    "GenrePopularity": lambda seed: models.GenrePopularity(item_features=ITEM_FEATURES),
+    "MLPScorer": lambda seed: models.MLPScorer(dim=4, hidden=8, epochs=2, seed=seed, progress=False),
 }
 
 
