@@ -312,8 +312,8 @@ def ingest(run_dir: str | Path, data: str | os.PathLike | pd.DataFrame = "ml-100
     fit_part, valid = serving_split(encoded)
     if valid.empty:
         raise ValueError(
-            f"no user of {dataset.name} has three or more distinct items, so none has a last item to validate on: "
-            "the gate needs a validation NDCG@10. Load more interactions per user (short_users='drop')"
+            f"no user of {dataset.name} has three or more distinct items, so none has a last item to validate on, "
+            "and the gate needs a validation NDCG@10: log more interactions per user"
         )
     _frame_files(run_dir, {"interactions.pkl": encoded, "fit.pkl": fit_part, "valid.pkl": valid})
     _frame_files(run_dir, {"items.pkl": _item_details(dataset, items)})
