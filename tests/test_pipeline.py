@@ -192,6 +192,7 @@ def test_bad_arguments_fail_before_any_work(tmp_path):
         ({"batch_size": 0}, "batch_size must be a whole number >= 1"),
         ({"name": "x" * 65}, "name must be 1..64 characters"),
         ({"dataset": "100k"}, "not both"),
+        ({"load": tmp_path / "model.pt"}, "no saved model at"),
     ]:
         with pytest.raises(ValueError, match=message):
             pipeline.run_pipeline("most-popular", db=tmp_path / "rec.sqlite", data=missing, **kwargs)
@@ -229,8 +230,8 @@ def test_pipeline_command_line(tmp_path, log, capsys):
     )
     assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr
     with pytest.raises(SystemExit) as stop:
-        pipeline.main(["--data", "ml-100k", "--user-col", "customer"])
-    assert stop.value.code == 2 and "describe an interaction log" in capsys.readouterr().err
+        pipeline.main(["--data", "ml-100k", "--user-col", "customer", "--k-core", "5"])
+    assert stop.value.code == 2 and "--user-col describe the columns of a log" in capsys.readouterr().err
 
 
 def test_command_exits_3_when_the_gate_refuses(tmp_path, log, capsys):

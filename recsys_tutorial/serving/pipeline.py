@@ -574,6 +574,8 @@ def _check_run(model: str, load, name: str | None, k, batch_size, margin) -> Non
     """Fail on bad arguments before any data is read or model trained."""
     if load is None:
         _make_model(model)  # unknown names fail here, listing the choices
+    elif not Path(load).is_file():
+        raise ValueError(f"no saved model at {load}: pass a file written by --save (save_model)")
     if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= MODEL_NAME_MAX):
         raise ValueError(f"name must be 1..{MODEL_NAME_MAX} characters (the API's limit on model names), got {name!r}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -659,11 +661,18 @@ def run_pipeline(
             return summary
         ranked = compute_top_k(where, k, batch_size)
         published = publish(where, db, name)
-    keys = ("users", "rows", "contexts", "users_without_list", "device", "top_k_s", "peak_batch_mb")
+    keys = ("users", "rows", "contexts", "device", "top_k_s", "peak_batch_mb")
     return summary | {key: ranked[key] for key in keys} | {
         "users_without_list": len(ranked["users_without_list"]), "write_s": published["write_s"],
         "generated_at": published["generated_at"], "run_dir": str(run_dir) if run_dir is not None else None,
     }  # fmt: skip
+
+
+# load_interactions options that read a log's columns -> their flags (MovieLens's columns are fixed).
+FLAGS = {
+    "user": "--user-col", "item": "--item-col", "timestamp": "--timestamp-col", "rating": "--rating-col",
+    "format": "--format", "sep": "--sep", "names": "--names", "tz": "--tz", "timestamp_unit": "--timestamp-unit",
+}  # fmt: skip
 
 
 def _loader_options(args: argparse.Namespace) -> dict:
@@ -721,8 +730,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     loader = _loader_options(args)
-    if loader and (args.data in (None, *MOVIELENS_NAMES.values()) or args.dataset):
-        parser.error(f"{sorted(loader)} describe an interaction log: pass its path with --data (MovieLens is fixed)")
+    reading = [FLAGS[key] for key in loader if key in FLAGS]  # MovieLens takes the cleaning options only
+    if reading and (args.data in (None, *MOVIELENS_NAMES.values()) or args.dataset):
+        parser.error(
+            f"{', '.join(reading)} describe the columns of a log: pass its path with --data (MovieLens's are fixed)"
+        )
     try:
         summary = run_pipeline(
             args.model, args.db, args.k, args.dataset, args.batch_size, args.load, args.save, args.seed,
