@@ -59,6 +59,11 @@ def register_test_models() -> None:
     pipeline.register_model(SPY, lambda: _SpyPopular(progress=False), replace=True)
 
 
+def unregister_test_models() -> None:
+    for name in (RANDOM, SPY):
+        pipeline.MODELS.pop(name, None)
+
+
 def write_text_id_log(path: Path, n_users: int = 12, n_items: int = 30, per_user: int = 8, seed: int = 0) -> Path:
     """A small click log with text ids ("u03", "sku-0007"), ISO timestamps and a semicolon separator."""
     rng = np.random.default_rng(seed)

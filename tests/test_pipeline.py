@@ -11,13 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from pipeline_fixtures import RANDOM, SPY, _SpyPopular, register_test_models, write_text_id_log
+from pipeline_fixtures import (
+    RANDOM,
+    SPY,
+    _SpyPopular,
+    register_test_models,
+    unregister_test_models,
+    write_text_id_log,
+)
 
 from recsys_tutorial.models import MostPopular
 from recsys_tutorial.serving import pipeline, top_k
 from recsys_tutorial.serving.store import open_store
-
-register_test_models()
 
 LOG_COLUMNS = {"user": "customer", "item": "product", "timestamp": "event_time"}
 LOG_FLAGS = ["--user-col", "customer", "--item-col", "product", "--timestamp-col", "event_time"]
@@ -31,6 +36,14 @@ def stored_state(db, name: str) -> tuple[list, dict]:
         (name,),
     )
     return rows.fetchall(), open_store(db).models()[name]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered_models():
+    """The broken and the spy models, in the pipeline's registry while this module runs."""
+    register_test_models()
+    yield
+    unregister_test_models()
 
 
 @pytest.fixture(scope="module")
