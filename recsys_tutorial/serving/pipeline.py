@@ -110,7 +110,10 @@ class GateRefused(RuntimeError):
 def _make_model(name: str) -> Recommender:
     """A fresh model of a registered family; unknown names raise a ``ValueError`` listing the choices."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}: choose one of {sorted(MODELS)} or pass load=PATH")
+        raise ValueError(
+            f"unknown model {name!r}: choose one of {sorted(MODELS)}, add yours with register_model(), or serve a "
+            "saved one with --load PATH"
+        )
     model = MODELS[name]()
     if not isinstance(model, Recommender):
         raise ValueError(f"MODELS[{name!r}]() returned {type(model).__name__}, not a Recommender")
