@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 SHARED_ML100K ?= ../shared/data/ml-100k
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test data results results-quick readme html slides serve lint format clean
+.PHONY: lab test data results results-quick readme html slides serve airflow airflow-run lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,25 @@ serve: $(STAMP) data
 	$(BIN)/python -m recsys_tutorial.serving.pipeline --model $(MODEL) --k 10
 	$(BIN)/python -m recsys_tutorial.serving.api
 
+# Apache Airflow for the nightly DAG, in its own environment: Airflow caps FastAPI below the version .venv serves the
+# API with. torch is pinned as in .venv; the package is installed editable, with its airflow extra.
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_STAMP): pyproject.toml
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -e ".[airflow]"
+	touch $@
+
+airflow: $(AIRFLOW_STAMP)
+
+# One run of the nightly DAG with Airflow's own test runner (no scheduler needed): ingest -> train -> evaluate ->
+# gate -> top-K -> publish into data/recommendations.sqlite; Airflow's files go to data/airflow.
+airflow-run: $(AIRFLOW_STAMP) data
+	$(AIRFLOW_VENV)/bin/python -m recsys_tutorial.serving.dag test --model $(MODEL)
+
 readme: $(STAMP)
 	$(BIN)/python -m recsys_tutorial.results readme
 
@@ -74,4 +93,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) build .pytest_cache .ruff_cache

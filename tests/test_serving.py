@@ -1,4 +1,4 @@
-"""Serving: batch top-K, the store (SQLite and PostgreSQL), the API over real HTTP on loopback, the batch pipeline."""
+"""Serving: the store (SQLite and PostgreSQL) and the API over real HTTP on loopback (pipeline: test_pipeline.py)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ from serving_fixtures import (
 )
 
 from recsys_tutorial.data.context import TIME_OF_DAY
-from recsys_tutorial.models import MostPopular
-from recsys_tutorial.serving import RecommendationStore, top_k
+from recsys_tutorial.serving import RecommendationStore
 from recsys_tutorial.serving.api import CONTEXTS
 from recsys_tutorial.serving.load import load_test
 from recsys_tutorial.serving.server import ApiServer
@@ -415,64 +414,3 @@ def test_bounded_load_with_a_refresh_running(server):
 def test_load_test_refuses_other_hosts():
     with pytest.raises(ValueError, match="loopback only"):
         load_test("http://example.com", ["/health"])
-
-
-# ---------------------------------------------------------------- batch pipeline on MovieLens-100K
-
-
-def test_pipeline_stores_every_users_unseen_top_k(tmp_path, ml100k_dir):
-    from recsys_tutorial.serving.pipeline import load_ratings, run_pipeline
-
-    db = tmp_path / "rec.sqlite"
-    summary = run_pipeline("context-popularity", db=db, k=10)
-    assert summary["users"] == 943 and summary["rows"] == 943 * 4 * 10 and summary["contexts"] == 4
-    stored = pd.read_sql("SELECT user, context, rank, item FROM recommendations", sqlite3.connect(db))
-    assert stored.groupby(["user", "context"])["rank"].apply(list).map(lambda r: r == list(range(1, 11))).all()
-    ratings, _, _, _ = load_ratings("100k")
-    seen = set(zip(ratings["user_id"], ratings["item_id"], strict=True))
-    assert not any((u, i) in seen for u, i in zip(stored["user"], stored["item"], strict=True))
-    assert (stored.groupby("context")["item"].nunique() > 10).all()  # lists differ between users
-
-
-def test_pipeline_saves_and_loads_a_model(tmp_path, ml100k_dir):
-    from recsys_tutorial.serving.pipeline import run_pipeline
-
-    first = run_pipeline("most-popular", db=tmp_path / "a.sqlite", k=5, save=tmp_path / "model.pt")
-    second = run_pipeline(db=tmp_path / "b.sqlite", k=5, load=tmp_path / "model.pt")
-    assert second["model"] == "most-popular" and second["rows"] == first["rows"] == 943 * 5
-    a, b = (RecommendationStore(tmp_path / f"{n}.sqlite").recommendations(1, "most-popular", "any", 5) for n in "ab")
-    assert [r["item"] for r in a] == [r["item"] for r in b]
-
-
-def test_pipeline_command_line():
-    out = subprocess.run(
-        [sys.executable, "-m", "recsys_tutorial.serving.pipeline", "--help"], capture_output=True, text=True, check=True
-    ).stdout
-    assert "--model" in out and "--db" in out and "--load" in out
-    bad = subprocess.run(
-        [sys.executable, "-m", "recsys_tutorial.serving.pipeline", "--model", "nope", "--db", ":memory:"],
-        capture_output=True,
-        text=True,
-    )
-    assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr
-
-
-def test_most_popular_has_no_context():
-    model = MostPopular().fit(pd.DataFrame({"user": [0], "item": [0]}), 1, 2)
-    with pytest.raises(ValueError, match="does not use context"):
-        top_k(model, k=1, contexts=[0])
-
-
-def test_cp_trainer_excludes_every_rated_item_when_serving(monkeypatch):
-    """The CP trainer holds out each user's last interaction for early stopping, yet never recommends it."""
-    from recsys_tutorial.data import make_planted_data
-    from recsys_tutorial.models.cp import TensorModelConfig
-    from recsys_tutorial.serving import pipeline
-    from recsys_tutorial.splits import encode_ids
-
-    monkeypatch.setattr(pipeline, "CLICKS_ML100K", TensorModelConfig(rank=4, loss="bce", epochs=1, batch_size=4096))
-    clicks, users, items = encode_ids(make_planted_data().interactions)
-    model = pipeline.TRAINERS["cp"](clicks, len(users), len(items))
-    assert model.n_contexts == 4
-    lists = top_k(model, k=5).lists
-    assert lists.merge(clicks[["user", "item"]], on=["user", "item"]).empty  # held-out items are excluded too
