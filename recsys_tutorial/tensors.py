@@ -167,7 +167,7 @@ def tucker_entries(tucker_tensor, index: tuple[np.ndarray, ...]) -> torch.Tensor
     core, factors = tucker_tensor
     rows = []
     for f, i, mode in zip(factors, index, ("first", "second", "third"), strict=True):
-        i = torch.as_tensor(i if isinstance(i, torch.Tensor) else np.asarray(i), device=f.device)
+        i = torch.as_tensor(i if isinstance(i, torch.Tensor) else np.array(i), device=f.device)  # a writable copy
         check_ids(i, f.shape[0], f"{mode}-mode index", "The index arrays must fit the tensor's shape.")
         rows.append(f[i])  # (n_entries, rank of this mode)
     U, V, C = rows
