@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["use_style", "figure_claim", "axes", "bar", "line", "heatmap"]
+__all__ = ["use_style", "figure_claim", "axes", "bar", "dots", "line", "heatmap"]
 
 _STYLE = {
     "figure.figsize": (7.0, 3.6),
@@ -77,6 +77,42 @@ def bar(labels: Sequence, values: Sequence[float], title: str, xlabel: str, ylab
     ax = axes(title, xlabel, ylabel, ax)
     ax.bar([str(x) for x in labels], values, **kw)
     ax.grid(axis="x", visible=False)
+    return ax
+
+
+def dots(
+    labels: Sequence,
+    intervals: Sequence,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    ax=None,
+    reference: float | None = None,
+    reference_label: str | None = None,
+    highlight: Sequence = (),
+) -> plt.Axes:
+    """A dot per label with its interval as an error bar: for near-equal values, instead of bars from zero.
+
+    ``intervals`` holds :class:`~recsys_tutorial.stats.Interval` objects or ``(estimate, low, high)`` tuples.
+    ``reference`` draws a dashed horizontal line (0 for differences); labels in ``highlight`` get a second colour.
+    When the value axis does not reach 0, its label says the axis is zoomed.
+    """
+    ax = axes(title, xlabel, ylabel, ax)
+    rows = np.array([(i.estimate, i.low, i.high) if hasattr(i, "estimate") else tuple(i) for i in intervals], float)
+    x = np.arange(len(rows))
+    colours = ["C1" if label in highlight else "C0" for label in labels]
+    for xi, (estimate, low, high), colour in zip(x, rows, colours, strict=True):
+        ax.errorbar(xi, estimate, yerr=[[estimate - low], [high - estimate]], fmt="o", color=colour, capsize=4)
+    if reference is not None:
+        ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=reference_label)
+        if reference_label:
+            ax.legend(frameon=False)
+    ax.set_xticks(x, [str(label) for label in labels])
+    ax.set_xlim(-0.5, len(rows) - 0.5)
+    ax.grid(axis="x", visible=False)
+    low, high = ax.get_ylim()
+    if low > 0 or high < 0:
+        ax.set_ylabel(f"{ylabel} (zoomed: axis does not start at 0)")
     return ax
 
 

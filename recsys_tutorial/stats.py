@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["Interval", "paired_bootstrap", "compare_per_user", "mean_interval", "paired_interval", "verdict"]
+__all__ = [
+    "Interval", "paired_bootstrap", "compare_per_user", "compare_rmse", "mean_interval", "paired_interval", "verdict",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,40 @@ def compare_per_user(table_a: pd.DataFrame, table_b: pd.DataFrame, metric: str =
     if len(merged) != len(table_a) or len(merged) != len(table_b):
         raise ValueError("the two per-user tables hold different queries: evaluate both on the same held-out frame")
     return paired_bootstrap(merged[f"{metric}_a"], merged[f"{metric}_b"], **bootstrap)
+
+
+def compare_rmse(y, pred_a, pred_b, units, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
+                 chunk: int = 250, unit: str = "users") -> Interval:  # fmt: skip
+    r"""RMSE(a) - RMSE(b) on the same ratings, with a paired percentile bootstrap over ``units`` (e.g. users).
+
+    An RMSE is not a mean of per-user values, so :func:`paired_bootstrap` does not apply directly. Each
+    resample draws units with replacement, keeps all of a drawn unit's ratings together, and recomputes
+    both RMSEs from the drawn units' summed squared errors,
+    :math:`\sqrt{\sum_u w_u \mathrm{SSE}_u / \sum_u w_u n_u}` with :math:`w_u` the times unit :math:`u` was drawn.
+    Resampling ratings instead would treat one user's ratings as independent and give too narrow an interval.
+    ``pred_a`` and ``pred_b`` are the two models' predictions of the ratings ``y`` (clip them first if the
+    RMSE being compared clips); ``units[r]`` is the unit (user) of rating ``r``.
+    """
+    y, pred_a, pred_b, units = (np.asarray(v) for v in (y, pred_a, pred_b, units))
+    if not (y.shape == pred_a.shape == pred_b.shape == units.shape) or y.ndim != 1:
+        raise ValueError(f"need aligned 1-D ratings, predictions and units, got shapes {y.shape}, {pred_a.shape}, "
+                         f"{pred_b.shape} and {units.shape}")  # fmt: skip
+    _check_confidence(confidence)
+    codes = np.unique(units, return_inverse=True)[1]
+    if codes.max(initial=0) < 1:
+        raise ValueError("need ratings from at least 2 units to resample")
+    count = np.bincount(codes).astype(np.float64)  # (n_units,)
+    sse = [np.bincount(codes, weights=(p.astype(np.float64) - y) ** 2) for p in (pred_a, pred_b)]  # 2 x (n_units,)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for start in range(0, n_resamples, chunk):
+        draw = rng.integers(0, len(count), (min(chunk, n_resamples - start), len(count)))  # (chunk, n_units)
+        n = count[draw].sum(1)
+        diffs.append(np.sqrt(sse[0][draw].sum(1) / n) - np.sqrt(sse[1][draw].sum(1) / n))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(np.concatenate(diffs), [tail, 100 - tail])
+    estimate = np.sqrt(sse[0].sum() / count.sum()) - np.sqrt(sse[1].sum() / count.sum())
+    return Interval(float(estimate), float(low), float(high), confidence, f"paired bootstrap over {len(count)} {unit}")
 
 
 def _t_quantile(p: float, df: int) -> float:

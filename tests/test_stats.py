@@ -4,7 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_tutorial.stats import Interval, compare_per_user, mean_interval, paired_bootstrap, paired_interval, verdict
+from recsys_tutorial.stats import (
+    Interval,
+    compare_per_user,
+    compare_rmse,
+    mean_interval,
+    paired_bootstrap,
+    paired_interval,
+    verdict,
+)
 
 
 def test_t_interval_by_hand():
@@ -59,3 +67,21 @@ def test_a_context_free_table_pairs_with_a_context_table_on_users():
     twice = pd.concat([with_context, with_context.assign(context_id=2)])  # two queries per user
     with pytest.raises(ValueError, match="not unique"):
         compare_per_user(twice, without)
+
+
+def test_compare_rmse_matches_the_rmse_difference_and_resamples_users_not_ratings():
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(200), 20)  # 200 users, 20 ratings each
+    y = rng.integers(1, 6, users.size).astype(float)
+    offset = rng.normal(0, 1, 200)[users]  # model b's error is shared by all of a user's ratings
+    pred_a, pred_b = y + rng.normal(0, 0.5, users.size), y + offset + rng.normal(0, 0.5, users.size)
+    by_users = compare_rmse(y, pred_a, pred_b, users, seed=1)
+    rmse = lambda p: np.sqrt(np.mean((p - y) ** 2))  # noqa: E731
+    assert by_users.estimate == pytest.approx(rmse(pred_a) - rmse(pred_b))
+    assert by_users.excludes_zero and by_users.high < 0 and by_users.method == "paired bootstrap over 200 users"
+    by_ratings = compare_rmse(y, pred_a, pred_b, np.arange(users.size), seed=1)  # ignores the per-user clustering
+    assert by_ratings.high - by_ratings.low < (by_users.high - by_users.low) / 2
+    same = compare_rmse(y, pred_a, pred_a + rng.normal(0, 0.01, users.size), users, seed=1)
+    assert not same.excludes_zero
+    with pytest.raises(ValueError, match="aligned"):
+        compare_rmse(y, pred_a[:-1], pred_b, users)

@@ -68,3 +68,50 @@ def test_tucker_model_seed_and_bad_ids():
     torch.testing.assert_close(a.score([0, 5], [1, 2]), b.score([0, 5], [1, 2]))
     with pytest.raises(ValueError, match="context id 3 is out of range"):
         a.score([0], [3])
+
+
+def _masked_problem(noise=0.0):
+    """The planted tensor of _tucker_tensor with 30% of its cells held out, plus Gaussian noise on every cell."""
+    X, _, _ = _tucker_tensor()
+    noisy = X + noise * X.std() * torch.randn(X.shape, generator=torch.Generator().manual_seed(2))
+    mask = torch.rand(X.shape, generator=torch.Generator().manual_seed(1)) > 0.3
+    held = torch.nonzero(~mask, as_tuple=True)
+    return X, noisy, mask, held
+
+
+def test_tucker_entries_are_the_dense_tensor_entries():
+    X, _, _ = _tucker_tensor()
+    decomposition = tensors.tucker(X, (3, 2, 2), n_iter=5, seed=0)
+    index = (np.array([0, 24, 3]), np.array([19, 0, 7]), np.array([1, 3, 0]))
+    torch.testing.assert_close(
+        tensors.tucker_entries(decomposition, index), tensors.entries(tl.tucker_to_tensor(decomposition), index)
+    )
+    with pytest.raises(ValueError, match="second-mode index id 20 is out of range"):
+        tensors.tucker_entries(decomposition, (np.array([0]), np.array([20]), np.array([0])))
+
+
+def test_masked_hooi_sweeps_are_one_long_run():
+    X, _, mask, held = _masked_problem()
+    path = tensors.masked_hooi(X, (3, 2, 2), mask, held, X[held], n_iter=8, patience=8, seed=0)
+    one_run, errors = tensors.tucker(X, (3, 2, 2), mask=mask, n_iter=8, tol=0, seed=0, return_errors=True)
+    np.testing.assert_allclose(path.reported, [float(e) for e in errors], rtol=1e-5)
+    assert path.best_sweep == 8 and path.heldout == sorted(path.heldout, reverse=True)  # clean data: still improving
+    torch.testing.assert_close(tl.tucker_to_tensor(path.tucker), tl.tucker_to_tensor(one_run))
+
+
+def test_masked_hooi_stops_when_the_heldout_error_rises_and_keeps_the_best_sweep():
+    X, noisy, mask, held = _masked_problem(noise=1.0)  # rank (8, 8, 4) on noisy cells: it overfits after a few sweeps
+    path = tensors.masked_hooi(noisy, (8, 8, 4), mask, held, X[held], n_iter=60, patience=3, seed=0)
+    assert len(path.heldout) < 60 and len(path.heldout) == path.best_sweep + 3
+    assert path.best_sweep == int(np.argmin(path.heldout)) + 1 and path.heldout[-1] > path.heldout[path.best_sweep - 1]
+    kept = float((tensors.tucker_entries(path.tucker, held) - X[held]).norm() / X[held].norm())
+    assert kept == pytest.approx(path.heldout[path.best_sweep - 1], rel=1e-5)
+    assert path.observed[-1] < path.observed[path.best_sweep - 1]  # the fit to observed cells kept improving
+
+
+def test_masked_hooi_rejects_heldout_cells_that_do_not_line_up():
+    X, _, mask, held = _masked_problem()
+    with pytest.raises(ValueError, match="index arrays as long as heldout_values"):
+        tensors.masked_hooi(X, (3, 2, 2), mask, held, X[held][:-1])
+    with pytest.raises(ValueError, match="at least 1"):
+        tensors.masked_hooi(X, (3, 2, 2), mask, held, X[held], patience=0)
