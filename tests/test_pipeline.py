@@ -149,10 +149,10 @@ def test_refit_uses_all_interactions(log, tmp_path):
 
 
 def test_refit_trains_for_the_epochs_chosen_on_validation(log, tmp_path, monkeypatch):
-    from recsys_tutorial.models.cp import TensorModelConfig
+    from recsys_tutorial.models.cp import CPModel, TensorModelConfig
 
     tiny = TensorModelConfig(rank=4, loss="bce", epochs=6, lr=0.05, batch_size=32, patience=2, init_std=0.1)
-    monkeypatch.setattr(pipeline, "CLICKS_ML100K", tiny)
+    monkeypatch.setitem(pipeline.MODELS, "cp", lambda: CPModel(tiny, progress=False))
     run = tmp_path / "run"
     pipeline.ingest(run, log, **LOG_COLUMNS)
     trained = pipeline.train(run, "cp")
@@ -271,10 +271,11 @@ def test_most_popular_has_no_context():
 def test_cp_trainer_excludes_every_rated_item_when_serving(monkeypatch):
     """The CP trainer holds out each user's last interaction for early stopping, yet never recommends it."""
     from recsys_tutorial.data import make_planted_data
-    from recsys_tutorial.models.cp import TensorModelConfig
+    from recsys_tutorial.models.cp import CPModel, TensorModelConfig
     from recsys_tutorial.splits import encode_ids
 
-    monkeypatch.setattr(pipeline, "CLICKS_ML100K", TensorModelConfig(rank=4, loss="bce", epochs=1, batch_size=4096))
+    tiny = TensorModelConfig(rank=4, loss="bce", epochs=1, batch_size=4096)
+    monkeypatch.setitem(pipeline.MODELS, "cp", lambda: CPModel(tiny, progress=False))
     clicks, users, items = encode_ids(make_planted_data().interactions)
     model = pipeline.TRAINERS["cp"](clicks, len(users), len(items))
     assert model.n_contexts == 4
