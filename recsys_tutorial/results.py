@@ -165,7 +165,7 @@ def _fmt_runtime(seconds) -> str:
 
 
 def notebooks_table(directory: Path) -> str:
-    rows = ["| Notebook | What it teaches | Run time (CPU) | QUICK run time |", "| --- | --- | --- | --- |"]
+    rows = ["| Notebook | What it teaches | Run time | QUICK run time |", "| --- | --- | --- | --- |"]
     for path in notebooks():
         title, summary = title_and_summary(path)
         payload = _read_json(directory / f"{path.stem}.json")
