@@ -56,13 +56,6 @@ class History:
     def best_valid(self) -> float:
         return self.valid[self.best_epoch] if self.valid else float("nan")
 
-    def best_of(self) -> int:
-        """Index of the best validation value (last epoch when there is no validation)."""
-        if not self.valid:
-            return len(self.train_loss) - 1
-        pick = max if self.higher_is_better else min
-        return self.valid.index(pick(self.valid))
-
 
 def run_epochs(
     run_epoch: Callable[[int], float],
