@@ -101,11 +101,6 @@ class ApiServer:
         return self.process.returncode
 
     @property
-    def db_path(self) -> str | Path:
-        """The store's location, as given (the name earlier code uses)."""
-        return self.db
-
-    @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
