@@ -63,7 +63,8 @@ from .topk import top_k
 
 __all__ = [
     "MODELS", "TRAINERS", "STAGES", "GATE_METRIC", "DEFAULT_GATE_MARGIN", "GateRefused", "register_model",
-    "serving_split", "fit_for_serving", "gate_decision", "load_ratings", "to_store_frame", "save_model",
+    "serving_split", "fit_for_serving", "gate_decision", "load_ratings", "to_store_frame", "served_map",
+    "item_details", "save_model",
     "load_model", "ingest", "train", "evaluate", "gate", "compute_top_k", "publish", "run_pipeline", "main",
 ]  # fmt: skip
 
@@ -202,8 +203,12 @@ def _served_kind(ids: np.ndarray) -> str:
     return "index"
 
 
-def _served_map(ids: IdMap) -> IdMap:
-    """The ids the store and the API use: the raw ids, or the indices 0..n-1 for text ids (see ids.json)."""
+def served_map(ids: IdMap) -> IdMap:
+    """The ids the store and the API use: the raw ids, or the indices 0..n-1 for text ids (see ids.json).
+
+    The store keeps integer ids (the API's path parameters are integers), so a log with text ids such as
+    ``"u03"`` is served by index: ``ids.ids[index]`` is the raw id of what the API calls ``index``.
+    """
     return ids if _served_kind(ids.ids) == "raw" else IdMap(ids.name, np.arange(len(ids)))
 
 
@@ -278,11 +283,15 @@ def _frame_files(run_dir: Path, frames: Mapping[str, pd.DataFrame]) -> None:
         _atomic(run_dir / name, frame.to_pickle)
 
 
-def _item_details(dataset, items: IdMap) -> pd.DataFrame:
-    """Titles for the store: MovieLens's own; for any other log, each item's raw id as its title."""
+def item_details(dataset, items: IdMap) -> pd.DataFrame:
+    """Item details for the store (``item_id, title, year, genres``) of a :class:`~recsys_tutorial.data.Dataset`.
+
+    MovieLens's own titles and genres; for any other log (``dataset.items`` is None), each item's raw id as its
+    title, no year and no genres, keyed by the served id (:func:`served_map`).
+    """
     if dataset.items is not None and {"item_id", "title", "year", "genres"} <= set(dataset.items.columns):
         return dataset.items[["item_id", "title", "year", "genres"]]
-    served = _served_map(items).ids
+    served = served_map(items).ids
     return pd.DataFrame(
         {"item_id": served, "title": [str(i) for i in items.ids], "year": None, "genres": [()] * len(items)}
     )
@@ -319,7 +328,7 @@ def ingest(run_dir: str | Path, data: str | os.PathLike | pd.DataFrame = "ml-100
             "and the gate needs a validation NDCG@10: log more interactions per user"
         )
     _frame_files(run_dir, {"interactions.pkl": encoded, "fit.pkl": fit_part, "valid.pkl": valid})
-    _frame_files(run_dir, {"items.pkl": _item_details(dataset, items)})
+    _frame_files(run_dir, {"items.pkl": item_details(dataset, items)})
     ids = _write_json(run_dir, "ids.json", _ids_payload(users, items))
     report = dataset.report
     return _write_json(run_dir, "ingest.json", {
@@ -401,6 +410,9 @@ def evaluate(run_dir: str | Path) -> dict:
     else:
         chosen = torch.load(_needed(run_dir, "model_valid.pt", "train"), weights_only=False)
         valid = _read_frame(run_dir, "valid.pkl", "ingest")
+        # A sequence model folds its validation items into its history after fitting (SASRec does, so that a test
+        # ranking reads them): rank each held-out item from the history before it, as early stopping did.
+        getattr(chosen, "set_history", chosen.set_seen)(_read_frame(run_dir, "fit.pkl", "ingest"))
         measured = evaluate_ranking(chosen, valid, chosen.seen_, k=CUTOFF, context=CONTEXT)
         metrics = {_metric_key(name): value for name, value in measured.items()} | {"valid_users": len(valid)}
         source = "each user's last new interaction held out; full ranking, training items excluded"
@@ -485,11 +497,11 @@ def compute_top_k(run_dir: str | Path, k: int = 10, batch_size: int | None = Non
     model = torch.load(_needed(run_dir, "model.pt", "train"), weights_only=False)
     users, items = _read_ids(run_dir)
     result = top_k(model, k=k, batch_size=batch_size)
-    lists = to_store_frame(result.lists, _served_map(users), _served_map(items))
+    lists = to_store_frame(result.lists, served_map(users), served_map(items))
     contexts = list(TIME_OF_DAY) if model.uses_context else [NO_CONTEXT]
     rows_per_user = lists.groupby("user")["rank"].size()
     complete = rows_per_user.index[rows_per_user == k * len(contexts)]
-    without = np.setdiff1d(_served_map(users).ids, complete.to_numpy())
+    without = np.setdiff1d(served_map(users).ids, complete.to_numpy())
     if len(without) == len(users):
         raise ValueError(f"no user has {k} unseen items for every context: lower k (the catalogue has {len(items)})")
     lists = lists[lists["user"].isin(complete)].reset_index(drop=True)
@@ -510,8 +522,8 @@ def _history(run_dir: Path) -> pd.DataFrame:
     raw_items = frame["item_id"].to_numpy().astype(items.ids.dtype)
     known = np.isin(raw_users, users.ids) & np.isin(raw_items, items.ids)  # a loaded model may not know new ids
     return pd.DataFrame({
-        "user": _served_map(users).ids[users.to_index(raw_users[known])],
-        "item": _served_map(items).ids[items.to_index(raw_items[known])],
+        "user": served_map(users).ids[users.to_index(raw_users[known])],
+        "item": served_map(items).ids[items.to_index(raw_items[known])],
         "timestamp": frame["timestamp"].to_numpy()[known],
     })  # fmt: skip
 
@@ -534,7 +546,7 @@ def publish(run_dir: str | Path, db: str | Path | None = None, name: str | None 
     lists = _read_frame(run_dir, "lists.pkl", "top_k")
     metrics = _read_json(run_dir, "evaluate.json", "evaluate")["metrics"]
     users, _ = _read_ids(run_dir)
-    expected = np.setdiff1d(_served_map(users).ids, ranked["users_without_list"])
+    expected = np.setdiff1d(served_map(users).ids, ranked["users_without_list"])
     store, start = open_store(db), time.perf_counter()
     try:
         n_items = store.write_items(_read_frame(run_dir, "items.pkl", "ingest"))
