@@ -169,7 +169,7 @@ def publish(
         store.write_items(item_details)
     stamp = store.refresh(name, to_store_frame(result.lists, users, items), k=k)
     seconds = round(result.seconds, 3)
-    return {"db": str(store.path), "rows": len(result.lists), "top_k_s": seconds, "generated_at": stamp}
+    return {"db": store.location, "rows": len(result.lists), "top_k_s": seconds, "generated_at": stamp}
 
 
 def load_data(data: str = "planted", n_users: int = 300, n_items: int = 90, seed: int = 0):

@@ -163,6 +163,24 @@ def test_refit_trains_for_the_epochs_chosen_on_validation(log, tmp_path, monkeyp
     assert model.history_.epochs == model.config.epochs and not model.history_.valid  # no validation in the refit
 
 
+def test_evaluate_ranks_each_held_out_item_from_the_history_before_it(log, tmp_path):
+    """SASRec folds its validation items into its history after fitting. The evaluate stage ranked them with that
+    history: first it refused every target as a seen item, and with the fit part excluded instead, the target sat in
+    the model's own input (a leak). The stored number must be the one early stopping measured."""
+    from recsys_tutorial.models import SASRec
+
+    pipeline.register_model("tiny-sasrec", lambda: SASRec(dim=8, max_len=8, epochs=3, progress=False))
+    try:
+        summary = pipeline.run_pipeline(
+            "tiny-sasrec", db=tmp_path / "rec.sqlite", k=3, data=log, loader=LOG_COLUMNS, run_dir=tmp_path / "run"
+        )
+    finally:
+        pipeline.MODELS.pop("tiny-sasrec", None)
+    chosen = torch.load(tmp_path / "run" / "model_valid.pt", weights_only=False)
+    assert summary["published"] and summary["metrics"]["valid_users"] == 12
+    assert summary["metrics"]["valid_ndcg10"] == pytest.approx(chosen.history_.best_valid)
+
+
 def test_data_path_with_text_ids_end_to_end(log, tmp_path, capsys):
     db, run = tmp_path / "rec.sqlite", tmp_path / "run"
     argv = ["--data", str(log), *LOG_FLAGS, "--model", "most-popular", "--db", str(db), "--k", "3"]

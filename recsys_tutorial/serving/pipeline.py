@@ -43,7 +43,16 @@ import pandas as pd
 import torch
 
 from .registry import MODELS, TRAINERS, fit_for_serving, make_model, register_model, serving_split
-from .runfiles import load_model, load_ratings, needed_file, read_ids, read_json, save_model, to_store_frame
+from .runfiles import (
+    load_model,
+    load_ratings,
+    needed_file,
+    read_ids,
+    read_json,
+    save_model,
+    served_map,
+    to_store_frame,
+)  # fmt: skip
 from .stages import (
     DEFAULT_GATE_MARGIN,
     GATE_METRIC,
@@ -55,6 +64,7 @@ from .stages import (
     gate,
     gate_decision,
     ingest,
+    item_details,
     publish,
     train,
 )  # fmt: skip
@@ -63,6 +73,7 @@ from .store import MODEL_NAME_MAX
 __all__ = [
     "MODELS", "TRAINERS", "STAGES", "GATE_METRIC", "DEFAULT_GATE_MARGIN", "EXIT_REFUSED", "GateRefused",
     "register_model", "serving_split", "fit_for_serving", "gate_decision", "load_ratings", "to_store_frame",
+    "served_map", "item_details",
     "save_model", "load_model", "ingest", "train", "evaluate", "gate", "compute_top_k", "publish", "run_pipeline",
     "main",
 ]  # fmt: skip

@@ -56,7 +56,11 @@ def _served_kind(ids: np.ndarray) -> str:
 
 
 def served_map(ids: IdMap) -> IdMap:
-    """The ids the store and the API use: the raw ids, or the indices 0..n-1 for text ids (see ids.json)."""
+    """The ids the store and the API use: the raw ids, or the indices 0..n-1 for text ids (see ids.json).
+
+    The store keeps integer ids (the API's path parameters are integers), so a log with text ids such as
+    ``"u03"`` is served by index: ``ids.ids[index]`` is the raw id of what the API calls ``index``.
+    """
     return ids if _served_kind(ids.ids) == "raw" else IdMap(ids.name, np.arange(len(ids)))
 
 

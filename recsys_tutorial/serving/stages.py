@@ -38,8 +38,8 @@ from .store import NO_CONTEXT, open_store
 from .topk import top_k
 
 __all__ = [
-    "GATE_METRIC", "DEFAULT_GATE_MARGIN", "CUTOFF", "CONTEXT", "GateRefused", "ingest", "train", "evaluate",
-    "check_margin", "gate_decision", "gate", "compute_top_k", "publish", "STAGES",
+    "GATE_METRIC", "DEFAULT_GATE_MARGIN", "CUTOFF", "CONTEXT", "GateRefused", "item_details", "ingest", "train",
+    "evaluate", "check_margin", "gate_decision", "gate", "compute_top_k", "publish", "STAGES",
 ]  # fmt: skip
 
 
@@ -64,8 +64,12 @@ def _frame_files(run_dir: Path, frames: Mapping[str, pd.DataFrame]) -> None:
         atomic_write(run_dir / name, frame.to_pickle)
 
 
-def _item_details(dataset, items: IdMap) -> pd.DataFrame:
-    """Titles for the store: MovieLens's own; for any other log, each item's raw id as its title."""
+def item_details(dataset, items: IdMap) -> pd.DataFrame:
+    """Item details for the store (``item_id, title, year, genres``) of a :class:`~recsys_tutorial.data.Dataset`.
+
+    MovieLens's own titles and genres; for any other log (``dataset.items`` is None), each item's raw id as its
+    title, no year and no genres, keyed by the served id (:func:`~.runfiles.served_map`).
+    """
     if dataset.items is not None and {"item_id", "title", "year", "genres"} <= set(dataset.items.columns):
         return dataset.items[["item_id", "title", "year", "genres"]]
     served = served_map(items).ids
@@ -105,7 +109,7 @@ def ingest(run_dir: str | Path, data: str | os.PathLike | pd.DataFrame = "ml-100
             "and the gate needs a validation NDCG@10: log more interactions per user"
         )
     _frame_files(run_dir, {"interactions.pkl": encoded, "fit.pkl": fit_part, "valid.pkl": valid})
-    _frame_files(run_dir, {"items.pkl": _item_details(dataset, items)})
+    _frame_files(run_dir, {"items.pkl": item_details(dataset, items)})
     ids = write_json(run_dir, "ids.json", ids_payload(users, items))
     report = dataset.report
     return write_json(run_dir, "ingest.json", {
@@ -187,6 +191,9 @@ def evaluate(run_dir: str | Path) -> dict:
     else:
         chosen = torch.load(needed_file(run_dir, "model_valid.pt", "train"), weights_only=False)
         valid = read_frame(run_dir, "valid.pkl", "ingest")
+        # A sequence model folds its validation items into its history after fitting (SASRec does, so that a test
+        # ranking reads them): rank each held-out item from the history before it, as early stopping did.
+        getattr(chosen, "set_history", chosen.set_seen)(read_frame(run_dir, "fit.pkl", "ingest"))
         measured = evaluate_ranking(chosen, valid, chosen.seen_, k=CUTOFF, context=CONTEXT)
         metrics = {_metric_key(name): value for name, value in measured.items()} | {"valid_users": len(valid)}
         source = "each user's last new interaction held out; full ranking, training items excluded"
