@@ -127,20 +127,36 @@ class ALSMF(RatingMF):
         self.clip = (float(ratings.min()), float(ratings.max())) if cfg.biases else None
         by_user = ObservedEntries(users, items, ratings - self.mu_, self.n_users, self.n_items)
         history = History(metric="RMSE", higher_is_better=False)
-
-        def track(fits: list[tuple]) -> None:
-            """Record the training (and validation) RMSE of the average of ``fits``."""
-            self._set_average(fits)
-            history.train_loss.append(rmse(train["rating"], self.predict(train["user"], train["item"])))
-            if valid is not None:
-                history.valid.append(rmse(valid["rating"], self.predict(valid["user"], valid["item"])))
-
+        track = self._tracker(history, train, valid)
         fits = [
             f for k in range(cfg.n_restarts) for f in self._fit_one(by_user, cfg.seed + k, track if k == 0 else None)
         ]
         self._set_average(fits)
         history.best_epoch = len(history.train_loss) - 1
         return history
+
+    def _tracker(self, history: History, train: pd.DataFrame, valid: pd.DataFrame | None):
+        """A ``track(fits)`` recording the training (and validation) RMSE of the average of ``fits`` in ``history``.
+
+        ``fits`` is either one sweep's fit or the draws so far, the newest last; only the newest one's predictions
+        are computed and added to running sums, so tracking S draws costs O(S), not O(S^2) predictions.
+        """
+        frames = {"train": train} if valid is None else {"train": train, "valid": valid}
+        index = {
+            name: (as_index(f["user"], self.device), as_index(f["item"], self.device)) for name, f in frames.items()
+        }
+        sums: dict[str, torch.Tensor] = {}  # each frame's summed predictions (less mu) of the fits averaged so far
+
+        def track(fits: list[tuple]) -> None:
+            U, V, b_u, b_i = fits[-1]
+            for name, (users, items) in index.items():
+                newest = b_u[users] + b_i[items] + (U[users] * V[items]).sum(-1)  # (P,) as RatingMF.predict, less mu
+                sums[name] = newest if len(fits) == 1 else sums[name] + newest
+                pred = self.mu_ + sums[name] / len(fits)  # the average model's prediction, as _set_average makes it
+                pred = pred.clamp(*self.clip) if self.clip else pred
+                (history.train_loss if name == "train" else history.valid).append(rmse(frames[name]["rating"], pred))
+
+        return track
 
     def _fit_one(self, by_user: ObservedEntries, seed: int, track) -> list[tuple]:
         """ALS sweeps from one seed, then optional posterior draws; returns the (U, V, b_u, b_i) to average."""
