@@ -1,5 +1,7 @@
 """Large catalogues: the sampled softmax, memory bounds on training and scoring, the catalogue generator."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -163,6 +165,7 @@ def test_sasrec_training_evaluation_and_top_k_stay_within_the_budget(one_megabyt
     with LargestTensor() as largest:
         model.fit(split.train, split.n_users, n_items, valid=split.valid)
         top_k(model, k=10)
+        model.recommend(np.arange(split.n_users), k=10)
     assert largest.bytes <= one_megabyte, largest.where
 
 
@@ -198,6 +201,23 @@ def test_als_sweeps_stay_within_the_budget_and_match_the_unblocked_solution(monk
     assert largest.bytes <= 2**20, largest.where
     torch.testing.assert_close(blocked.U_, whole.U_, atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(blocked.V_, whole.V_, atol=1e-4, rtol=1e-3)
+
+
+def test_recommend_scores_many_users_in_batches_with_the_same_lists(monkeypatch):
+    split, _ = _catalogue(n_items=3_000)
+    model = CPModel(rank=4, loss="bce", epochs=1, device="cpu", progress=False)
+    model.fit(split.train, split.n_users, 3_000, n_contexts=4)
+    users = np.arange(split.n_users)
+    contexts = users % 4
+    whole = model.recommend(users, k=5, contexts=contexts)
+    monkeypatch.setattr(ranking, "SCORE_BUDGET_MB", 7 * 4 * 3_000 / 2**20)  # seven users per batch
+    with LargestTensor() as largest:
+        batched = model.recommend(users, k=5, contexts=contexts)
+    assert max(s[0] for s in largest.shapes if len(s) == 2 and s[1] == 3_000) == 7
+    for a, b in zip(batched, whole, strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="contexts"):
+        model.recommend(users, k=5, contexts=contexts[:3])
 
 
 @pytest.mark.parametrize("model_class", [CPModel, TuckerModel])
@@ -249,3 +269,40 @@ def test_largest_catalogue_splits_for_leave_one_out():
     assert len(split.valid) == len(split.test) == 30_000 and len(split.train) > 200_000
     with pytest.raises(ValueError, match="min_per_user"):
         make_catalogue_data(n_users=100, n_interactions=100)
+
+
+# --- the benchmark ----------------------------------------------------------------------------------------
+
+
+def _benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scaling.py"
+    spec = importlib.util.spec_from_file_location("scaling_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_growth_exponent_is_the_log_log_slope():
+    bench = _benchmark()
+    records = [{"model": "m", "interactions": n, "seconds_per_epoch": 3.0 * n**1.5} for n in (1e5, 2e5, 3e5)]
+    records += [{"model": "one size", "interactions": 1e5, "seconds_per_epoch": 1.0}]
+    exponents = bench.growth_exponents(records)
+    assert exponents["m"] == pytest.approx(1.5, abs=1e-3) and exponents["one size"] is None
+    assert bench.parse_size("large") == (30_000, 25_000, 300_000) and bench.parse_size("10x20x300") == (10, 20, 300)
+    with pytest.raises(SystemExit, match="USERSxITEMSxINTERACTIONS"):
+        bench.parse_size("10x20")
+
+
+def test_benchmark_writes_one_line_per_model_and_size_and_a_summary(tmp_path):
+    out = tmp_path / "scaling.jsonl"
+    args = ["--sizes", "300x400x3000,200x300x2000", "--models", "sasrec-sampled", "--epochs", "1", "--max-len", "8"]
+    _benchmark().main([*args, "--out", str(out), "--device", "cpu", "--threads", "1"])
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["model"], r["size"][0]) for r in lines[:-1]] == [("sasrec-sampled", 200), ("sasrec-sampled", 300)]
+    for r in lines[:-1]:
+        assert "error" not in r and r["peak_rss_mb"] > 0 and r["topk_lists"] == r["n_users"] and r["date"]
+        assert 0 <= r["valid_ndcg10"] <= 1 and r["eval_seconds"] > 0 and r["epochs_run"] == 1 and "core" in r["machine"]
+    assert lines[-1]["benchmark"] == "scaling_summary" and "sasrec-sampled" in lines[-1]["exponent_seconds_per_epoch"]

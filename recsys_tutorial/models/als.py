@@ -59,6 +59,8 @@ class ObservedEntries:
         (lo, hi), (a, b) = rows, cols
         if (lo, hi, a, b) == (0, *self.shape[:1], 0, self.shape[1]):
             return self.mask
+        if self.mask.layout == torch.strided:  # MPS keeps the mask dense (no sparse products there)
+            return self.mask[lo:hi, a:b]
         per_row = self.crow[lo + 1 : hi + 1] - self.crow[lo:hi]  # (hi - lo,) entries of each row
         row = torch.repeat_interleave(torch.arange(hi - lo, device=per_row.device), per_row)  # (entries,) in the block
         col = self.col[int(self.crow[lo]) : int(self.crow[hi])]  # (entries,) CSR order: by row, then column
