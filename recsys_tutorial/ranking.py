@@ -14,7 +14,9 @@ import torch
 __all__ = ["mask_seen", "top_k_batch", "batch_rows", "SCORE_BUDGET_MB"]
 
 # Memory for one (B, n_items) float32 score matrix: rows per batch adapt to the catalogue so that evaluation
-# and top-K never hold more than this at once (plus a same-sized working copy), whatever n_items is.
+# and top-K never hold more than this at once (plus a same-sized working copy), whatever n_items is. Training
+# uses the same bound: SASRec's full softmax computes its (positions, n_items) logits in chunks of this size,
+# ALS builds and solves its (rows, rank, rank) systems in blocks of it.
 SCORE_BUDGET_MB = 256
 
 
