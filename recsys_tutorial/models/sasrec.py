@@ -13,7 +13,7 @@ where the mask :math:`M` is :math:`-\infty` for keys in the future (causal) and 
 Position :math:`t` is trained to predict :math:`s_{t+1}`, either with a sampled negative and binary
 cross-entropy (as in the SASRec paper [1]_) or with the full softmax over all items, which is
 known to train much better [2]_. With a large catalogue the full softmax dominates the cost of an
-epoch; the *sampled* softmax replaces the sum over all items by a sum over a few hundred negatives
+epoch; the *sampled* softmax replaces the sum over all items by a sum over about a thousand negatives
 drawn from a proposal :math:`q`, with each logit corrected by :math:`-\log q` [3]_ [4]_ [5]_ (see
 :func:`sampled_softmax_loss`). To recommend, the model reads the output at the last position.
 
@@ -77,7 +77,7 @@ class SASRecConfig:
     loss: str = "ce"
     # "sampled": negatives per batch, shared by every position of the batch. On 15,000 users x 12,000 items
     # (benchmarks/results/scaling_sampled_sweep_2core_cpu.jsonl), after 8 epochs 1,024 came within 3% of the full
-    # softmax's validation NDCG@10 at a third of its time per epoch; 256 stayed 8% below.
+    # softmax's validation NDCG@10 in under a third of its CPU seconds per epoch; 256 stayed 8% below.
     n_negatives: int = 1024
     # "sampled": q(i) is proportional to (training count of i + 1) ** proposal_alpha; 0 gives the uniform proposal.
     # Popular items are the hard negatives a uniform draw almost never picks from a long tail.
@@ -230,8 +230,10 @@ def sampled_softmax_loss(
     h, y = h[real], targets[real] - 1  # (N, D), (N,) item indices
 
     def loss_sum(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # One sparse lookup of the candidates' embeddings: the backward pass touches their rows only, not the table.
-        e = F.embedding(torch.cat([y, negatives]) + 1, net.item.weight, sparse=True)  # (N + S, D), tokens = items + 1
+        # One lookup of the candidates' embeddings, with a sparse gradient (CPU and CUDA have sparse kernels):
+        # the backward pass then touches the candidates' rows only, not the whole item table.
+        sparse = h.device.type in ("cpu", "cuda")
+        e = F.embedding(torch.cat([y, negatives]) + 1, net.item.weight, sparse=sparse)  # (N + S, D), tokens items + 1
         positive = (h * e[: len(y)]).sum(-1, keepdim=True)  # (N, 1)
         negative = h @ e[len(y) :].T  # (N, S)
         if log_q is not None:
