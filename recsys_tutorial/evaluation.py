@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .metrics import per_query_metrics, target_positions
-from .ranking import batch_rows, mask_seen
+from .metrics import per_query_metrics
+from .ranking import batch_rows
 
-__all__ = ["evaluate_ranking", "evaluate_sampled", "check_no_repeat_targets"]
+__all__ = ["evaluate_ranking", "evaluate_sampled", "check_no_repeat_targets", "target_positions_excluding"]
 
 ScoreFn = Callable[..., torch.Tensor]
 
@@ -52,7 +52,64 @@ def _scores(score_fn: ScoreFn, queries: pd.DataFrame, batch: np.ndarray, context
             scores = score_fn(users, contexts)
         else:
             scores = score_fn(users)
-    return scores.detach().float().clone()  # (B, n_items), ours to mask
+    return scores.detach().float()  # (B, n_items), read only: never written into, so never copied
+
+
+def _excluded_pairs(users: np.ndarray, exclude: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) of every excluded item of ``users``, each pair once, sorted by user then item."""
+    lists = [np.asarray(exclude[u], dtype=np.int64).reshape(-1) for u in users]
+    owner = np.repeat(np.asarray(users, dtype=np.int64), [len(x) for x in lists])
+    items = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
+    if len(items) == 0:
+        return owner, items
+    width = int(items.max()) + 1
+    pairs = np.unique(owner * width + items)  # duplicates in an exclude list count once, as masking them would
+    return pairs // width, pairs % width
+
+
+def target_positions_excluding(
+    scores: torch.Tensor, rows: np.ndarray, items: np.ndarray, users: np.ndarray, exclude: Sequence[np.ndarray]
+) -> np.ndarray:
+    """0-based position of ``scores[rows[p], items[p]]`` among its row's items not in ``exclude[users[row]]``.
+
+    The same positions as setting the excluded scores to ``-inf`` and calling
+    :func:`recsys_tutorial.metrics.target_positions` (ties counted against the target), without writing into
+    (or copying) ``scores``: items at or above the target are counted over the whole row, then the excluded
+    ones among them are subtracted. ``users`` holds the user of each row of ``scores``.
+    """
+    device = scores.device
+    rows_t, items_t = torch.as_tensor(rows, device=device), torch.as_tensor(items, device=device)
+    target = scores[rows_t, items_t]  # (P,)
+    if torch.isnan(target).any():
+        raise ValueError("NaN scores for held-out items: the model is broken (diverged training, a NaN input)")
+    at_or_above = _count_at_or_above(scores, rows_t, target)  # (P,) includes the target itself
+    seen_row, seen_item = _excluded_pairs(np.arange(len(users)), [exclude[u] for u in users])
+    # Pair p meets every excluded item of its row: expand each pair over its row's excluded items.
+    per_row = np.bincount(seen_row, minlength=len(users))  # (B,) excluded items per batch row
+    first = np.cumsum(per_row) - per_row  # (B,) where each row's excluded items start
+    n = per_row[rows]  # (P,)
+    pair = np.repeat(np.arange(len(rows)), n)  # (E,) the pair of each expanded entry
+    entry = np.repeat(first[rows], n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)  # (E,)
+    pair_t = torch.as_tensor(pair, device=device)
+    excluded = scores[torch.as_tensor(seen_row[entry], device=device), torch.as_tensor(seen_item[entry], device=device)]
+    above = (excluded >= target[pair_t]).long()  # (E,) an excluded item at or above its pair's target
+    excluded_above = torch.zeros(len(rows), dtype=torch.long, device=device).index_add_(0, pair_t, above)
+    return (at_or_above - excluded_above - 1).cpu().numpy()
+
+
+def _count_at_or_above(scores: torch.Tensor, rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(P,) number of items with ``scores[rows[p]] >= target[p]``.
+
+    On the CPU a few rows at a time, so that each block's comparison stays in cache (about three times
+    faster on 25,000 items than one (P, n_items) comparison); a GPU takes all rows at once.
+    """
+    chunk = 16 if scores.device.type == "cpu" else max(1, len(rows))
+    out = torch.empty(len(rows), dtype=torch.long, device=scores.device)
+    in_order = len(rows) == len(scores) and bool((rows == torch.arange(len(rows), device=rows.device)).all())
+    for lo in range(0, len(rows), chunk):
+        block = scores[lo : lo + chunk] if in_order else scores[rows[lo : lo + chunk]]  # a view when in order
+        out[lo : lo + chunk] = (block >= target[lo : lo + chunk, None]).sum(1, dtype=torch.int32)
+    return out
 
 
 def check_no_repeat_targets(heldout: pd.DataFrame, exclude: Sequence[np.ndarray]) -> None:
@@ -63,8 +120,10 @@ def check_no_repeat_targets(heldout: pd.DataFrame, exclude: Sequence[np.ndarray]
     ``temporal_leave_one_out(..., repeats="drop")`` holds out each user's next *new* item) or exclude less.
     """
     users, items = heldout["user"].to_numpy(), heldout["item"].to_numpy()
-    repeats = [r for r, (u, i) in enumerate(zip(users, items, strict=True)) if np.isin(i, exclude[u])]
-    if repeats:
+    rows, cols = _excluded_pairs(np.unique(users), exclude)  # every excluded (user, item) of the held-out users
+    width = max(int(items.max(initial=0)), int(cols.max(initial=0))) + 1
+    repeats = np.flatnonzero(np.isin(users * width + items, rows * width + cols))  # one vectorised lookup
+    if len(repeats):
         first = heldout.iloc[repeats[0]]
         raise ValueError(
             f"{len(repeats)} of {len(heldout)} held-out items are already among their user's excluded (seen) items, "
@@ -117,10 +176,9 @@ def evaluate_ranking(
         batch = np.arange(start, min(start + n_rows, len(queries)))
         scores = _scores(score_fn, queries, batch, context, device)
         pairs = np.flatnonzero((qid >= batch[0]) & (qid <= batch[-1]))
-        rows = torch.as_tensor(qid[pairs] - batch[0], device=scores.device)
-        cols = torch.as_tensor(items[pairs], device=scores.device)
-        mask_seen(scores, queries["user"].to_numpy()[batch], exclude)
-        positions[pairs] = target_positions(scores, rows, cols).cpu().numpy()
+        pairs = pairs[np.argsort(qid[pairs], kind="stable")]  # in query order: one target per row reads rows in place
+        users = queries["user"].to_numpy()[batch]
+        positions[pairs] = target_positions_excluding(scores, qid[pairs] - batch[0], items[pairs], users, exclude)
         start, n_rows = batch[-1] + 1, batch_size or batch_rows(scores.shape[1])
     table = per_query_metrics(positions, qid, k)
     metrics = {name: float(table[name].mean()) for name in table.columns}

@@ -14,14 +14,21 @@ import torch
 __all__ = ["mask_seen", "top_k_batch", "batch_rows", "SCORE_BUDGET_MB"]
 
 # Memory for one (B, n_items) float32 score matrix: rows per batch adapt to the catalogue so that evaluation
-# and top-K never hold more than this at once (plus a same-sized working copy), whatever n_items is.
+# and top-K never hold more than this at once (plus a same-sized working copy), whatever n_items is. Training
+# uses the same bound: SASRec's full softmax computes its (positions, n_items) logits in chunks of this size,
+# ALS builds and solves its (rows, rank, rank) systems in blocks of it.
 SCORE_BUDGET_MB = 256
 
 
-def batch_rows(n_items: int, budget_mb: float = SCORE_BUDGET_MB, cap: int = 4096) -> int:
-    """Rows (users) per batch so that a (rows, n_items) float32 score matrix fits in ``budget_mb``."""
+def batch_rows(n_items: int, budget_mb: float | None = None, cap: int = 4096) -> int:
+    """Rows (users) per batch so that a (rows, n_items) float32 score matrix fits in ``budget_mb``.
+
+    ``budget_mb`` defaults to :data:`SCORE_BUDGET_MB`, read at each call (so a test or a small machine may
+    lower it for every caller at once); ``cap`` bounds the rows whatever the budget.
+    """
     if n_items < 1:
         raise ValueError(f"n_items must be at least 1, got {n_items}")
+    budget_mb = SCORE_BUDGET_MB if budget_mb is None else budget_mb
     return int(max(1, min(cap, budget_mb * 2**20 // (4 * n_items))))
 
 
@@ -33,8 +40,9 @@ def mask_seen(scores: torch.Tensor, users, exclude: Sequence[np.ndarray]) -> tor
     users = np.asarray(users)
     if len(users) == 0:
         return scores
-    rows = np.concatenate([np.full(len(exclude[u]), r) for r, u in enumerate(users)])  # batch row per seen pair
-    cols = np.concatenate([np.asarray(exclude[u], dtype=np.int64) for u in users])
+    lists = [exclude[u] for u in users]
+    rows = np.repeat(np.arange(len(users)), [len(x) for x in lists])  # batch row of each seen pair
+    cols = np.concatenate(lists).astype(np.int64, copy=False)
     if len(cols):
         scores[torch.as_tensor(rows, device=scores.device), torch.as_tensor(cols, device=scores.device)] = -torch.inf
     return scores
@@ -49,7 +57,8 @@ def top_k_batch(
     arbitrarily and a broken model would silently produce lists.
     """
     scores = scores.float().clone()  # (B, n_items), ours to mask
-    if torch.isnan(scores).any():
+    # One sum finds any NaN without a (B, n_items) mask; only a NaN total (NaN, or +inf meeting -inf) looks closer.
+    if torch.isnan(scores.sum()) and torch.isnan(scores).any():
         bad = torch.isnan(scores).any(1).nonzero()[:, 0].cpu().numpy()
         raise ValueError(
             f"NaN scores for {len(bad)} of {len(scores)} users (first: user {np.asarray(users)[bad[0]]}): "

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys_tutorial.data.synthetic import make_xor_data
+from recsys_tutorial.data.nonlinear import make_xor_data
 from recsys_tutorial.models import PLANTED_CLICKS, CPModel, MLPScorer
 from recsys_tutorial.splits import encode_ids
 

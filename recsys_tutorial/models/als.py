@@ -16,12 +16,13 @@ import pandas as pd
 import torch
 
 from ..metrics import rmse
+from ..ranking import batch_rows
 from ..training import History
 from .base import as_index
 from .mf import RatingMF
 
 __all__ = [
-    "ObservedEntries", "batched_gram", "ALSConfig", "ALSMF", "ALS_ML100K", "SAMPLED_ALS_ML100K",
+    "ObservedEntries", "batched_gram", "row_blocks", "ALSConfig", "ALSMF", "ALS_ML100K", "SAMPLED_ALS_ML100K",
 ]  # fmt: skip
 
 
@@ -52,6 +53,40 @@ class ObservedEntries:
     def transposed(self) -> ObservedEntries:
         """The same entries seen from the other side (items as rows)."""
         return ObservedEntries(self.cols, self.rows, self.values, self.shape[1], self.shape[0])
+
+    def block_mask(self, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
+        """The 0/1 sparse matrix of the observed entries in rows ``lo..hi-1`` and columns ``a..b-1``."""
+        (lo, hi), (a, b) = rows, cols
+        if (lo, hi, a, b) == (0, *self.shape[:1], 0, self.shape[1]):
+            return self.mask
+        if self.mask.layout == torch.strided:  # MPS keeps the mask dense (no sparse products there)
+            return self.mask[lo:hi, a:b]
+        per_row = self.crow[lo + 1 : hi + 1] - self.crow[lo:hi]  # (hi - lo,) entries of each row
+        row = torch.repeat_interleave(torch.arange(hi - lo, device=per_row.device), per_row)  # (entries,) in the block
+        col = self.col[int(self.crow[lo]) : int(self.crow[hi])]  # (entries,) CSR order: by row, then column
+        keep = (col >= a) & (col < b)
+        crow = torch.cat([row.new_zeros(1), torch.bincount(row[keep], minlength=hi - lo).cumsum(0)])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            ones = torch.ones(int(keep.sum()), device=col.device)
+            return torch.sparse_csr_tensor(crow, col[keep] - a, ones, (hi - lo, b - a), check_invariants=False)
+
+    def gram(self, Z: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
+        """:func:`batched_gram` of rows ``lo..hi-1``, over column blocks whose outer products fit the budget."""
+        gram = None
+        for a, b in row_blocks(len(Z), Z.shape[1] ** 2):  # blocks of Z whose (b - a, d * d) outer products fit
+            part = batched_gram(self.block_mask(rows, (a, b)), Z[a:b])  # (hi - lo, d, d)
+            gram = part if gram is None else gram.add_(part)
+        return gram
+
+
+def row_blocks(n_rows: int, width: int) -> list[tuple[int, int]]:
+    """Row ranges ``(lo, hi)`` covering ``n_rows`` whose (rows, width) float32 blocks fit the memory budget.
+
+    The budget is :data:`recsys_tutorial.ranking.SCORE_BUDGET_MB`; one range when everything fits.
+    """
+    step = batch_rows(width, cap=n_rows)
+    return [(lo, min(lo + step, n_rows)) for lo in range(0, n_rows, step)]
 
 
 def batched_gram(mask: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
@@ -200,15 +235,20 @@ class ALSMF(RatingMF):
         if cfg.biases:
             Z = torch.cat([Z, torch.ones(len(Z), 1, device=Z.device)], dim=1)  # (n_other, rank + 1)
         d = Z.shape[1]
-        gram = batched_gram(side.mask, Z)  # (n_rows, d, d)
         rhs = side.matrix(target) @ Z  # (n_rows, d): sum over each row's entries of target * z
         penalty = cfg.reg * side.counts.clamp(min=1)[:, None].pow(cfg.reg_exponent).expand(-1, d).clone()  # (n, d)
         if cfg.biases:
             penalty[:, -1] = cfg.reg_bias
-        L = torch.linalg.cholesky(gram + torch.diag_embed(penalty))  # (n_rows, d, d), A = L L^T
-        X = torch.cholesky_solve(rhs[:, :, None], L)  # (n_rows, d, 1): the ridge solution, A^-1 rhs
-        if generator is not None:  # a draw from the posterior N(A^-1 rhs, sigma^2 A^-1)
-            z = torch.randn(X.shape, generator=generator).to(X.device) * cfg.noise_std
-            X = X + torch.linalg.solve_triangular(L.mT, z, upper=True)
-        X = X[..., 0]
+        # The (rows, d, d) systems are built and solved in blocks of rows that fit the memory budget.
+        noise = None if generator is None else torch.randn(len(rhs), d, 1, generator=generator) * cfg.noise_std
+        X = torch.cat([self._solve_block(side, Z, rhs, penalty, noise, rows) for rows in row_blocks(len(rhs), d * d)])
         return (X[:, :-1], X[:, -1]) if cfg.biases else (X, b_self)
+
+    def _solve_block(self, side: ObservedEntries, Z, rhs, penalty, noise, rows: tuple[int, int]) -> torch.Tensor:
+        """Ridge solutions (or posterior draws, given ``noise``) of rows ``lo..hi-1``, shape (hi - lo, d)."""
+        lo, hi = rows
+        L = torch.linalg.cholesky(side.gram(Z, rows) + torch.diag_embed(penalty[lo:hi]))  # (rows, d, d), A = L L^T
+        X = torch.cholesky_solve(rhs[lo:hi, :, None], L)  # (rows, d, 1): the ridge solution, A^-1 rhs
+        if noise is not None:  # a draw from the posterior N(A^-1 rhs, sigma^2 A^-1)
+            X = X + torch.linalg.solve_triangular(L.mT, noise[lo:hi].to(X.device), upper=True)
+        return X[..., 0]

@@ -28,7 +28,7 @@ import torch
 
 from ..config import merge_config
 from ..ids import check_ids
-from ..ranking import top_k_batch
+from ..ranking import batch_rows, top_k_batch
 from ..splits import seen_items
 from ..training import History
 from ..utils import get_device
@@ -191,12 +191,24 @@ class Recommender:
         raise NotImplementedError
 
     def recommend(self, users, k: int = 10, exclude_seen: bool = True, contexts=None):
-        """Top-``k`` item indices and their scores for each user, each (B, k), best first."""
+        """Top-``k`` item indices and their scores for each user, each (B, k), best first.
+
+        Users are scored in batches of :func:`~recsys_tutorial.ranking.batch_rows` (n_items), so that no
+        score matrix exceeds the memory budget however many users are asked for.
+        """
         self._check_fitted()
         if not 1 <= k <= self.n_items:
             raise ValueError(f"k must lie in 1..{self.n_items}, got {k}")
         users = as_index(users, "cpu")  # the seen-item lookup runs on the CPU, wherever the scores live
-        return top_k_batch(self.score(users, contexts), users.numpy(), k, self.seen_or_none(exclude_seen))
+        step, exclude = batch_rows(self.n_items), self.seen_or_none(exclude_seen)
+        if len(users) <= step:
+            return top_k_batch(self.score(users, contexts), users.numpy(), k, exclude)
+        contexts = self._contexts(contexts, users)  # checked, one per user
+        parts = [
+            top_k_batch(self.score(u, None if contexts is None else contexts[lo : lo + step]), u.numpy(), k, exclude)
+            for lo, u in zip(range(0, len(users), step), users.split(step), strict=True)
+        ]
+        return torch.cat([items for items, _ in parts]), torch.cat([scores for _, scores in parts])  # (B, k) each
 
     def seen_or_none(self, exclude_seen: bool):
         """The seen items to exclude from rankings (``None`` when ``exclude_seen`` is False)."""

@@ -14,7 +14,7 @@ import torch
 
 from ..evaluation import evaluate_ranking
 from ..training import History
-from .als import ObservedEntries, batched_gram
+from .als import ObservedEntries, row_blocks
 from .base import Recommender, as_index
 
 __all__ = ["ImplicitALSConfig", "ImplicitALS", "IMPLICIT_ALS_ML100K"]
@@ -87,11 +87,15 @@ class ImplicitALS(Recommender):
     def half_step(self, side: ObservedEntries, Z: torch.Tensor) -> torch.Tensor:
         """Solve every row of one side given the other side's factors ``Z`` (n_other, rank); returns (n_rows, rank)."""
         cfg = self.config
-        gram = batched_gram(side.mask, Z) + cfg.unobserved_weight * (Z.T @ Z)  # (n_rows, rank, rank)
         penalty = cfg.reg * (side.counts + cfg.unobserved_weight * side.shape[1])  # (n_rows,)
-        A = gram + penalty[:, None, None] * torch.eye(Z.shape[1], device=Z.device)
         rhs = side.mask @ Z  # (n_rows, rank): sum of the factors of each row's observed entries
-        return torch.cholesky_solve(rhs[:, :, None], torch.linalg.cholesky(A))[..., 0]
+        everyone = cfg.unobserved_weight * (Z.T @ Z)  # (rank, rank): the weighted zeros, the same for every row
+        solved = []
+        for lo, hi in row_blocks(len(rhs), Z.shape[1] ** 2):  # (rows, rank, rank) blocks within the memory budget
+            gram = side.gram(Z, (lo, hi)) + everyone  # (rows, rank, rank)
+            A = gram + penalty[lo:hi, None, None] * torch.eye(Z.shape[1], device=Z.device)
+            solved.append(torch.cholesky_solve(rhs[lo:hi, :, None], torch.linalg.cholesky(A))[..., 0])
+        return torch.cat(solved)
 
     def _score(self, users, contexts):
         return self.U_[users] @ self.V_.T  # (B, n_items)

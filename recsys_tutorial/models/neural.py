@@ -5,7 +5,7 @@ r"""A small neural scorer: user, item and context embeddings concatenated throug
 where :math:`p_u, q_i, r_c` are learned embeddings. Unlike CP's :math:`\sum_k U_{uk} V_{ik} C_{ck}`, the
 hidden layer can combine the three inputs in any way (it is a universal approximator given enough units),
 e.g. "group A likes X in the morning and Y in the evening, group B the opposite". That flexibility is the
-claim made for deep models over tensor factorisation; :func:`~recsys_tutorial.data.synthetic.make_xor_data`
+claim made for deep models over tensor factorisation; :func:`~recsys_tutorial.data.nonlinear.make_xor_data`
 plants such a pattern so the claim can be measured. It is the neural collaborative filtering of He et al.
 [1]_ with a context input; Rendle et al. [2]_ show that on real data a well-tuned dot product is hard to beat.
 
