@@ -437,14 +437,6 @@ def published_series(tmp_path_factory, ml100k_dir):
 
 
 # Defects in the notebooks themselves, left for their authors: flip to a plain test once they are fixed.
-NOTEBOOK_CONTENT_DEFECTS = pytest.mark.xfail(
-    strict=False,
-    reason="notebook content defects remain (object reprs in outputs of 03-05, an IFrame of the live API page "
-    "in 06); the failure message lists them page by page",
-)
-
-
-@NOTEBOOK_CONTENT_DEFECTS
 def test_every_page_of_the_series_is_clean(browser, published_series):
     out, pages, decks, failed = published_series
     defects = {**failed, **_check(browser, [*pages, *decks, out / "html" / "index.html"], out)}
