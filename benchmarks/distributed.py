@@ -10,6 +10,9 @@ run, then one summary line per process count::
     python benchmarks/distributed.py --model sasrec --n-users 20000 --n-items 2000 --seeds 0 1 2
     python benchmarks/distributed.py --model cp --n-users 20000 --n-items 2000 --set epochs=10
     python benchmarks/distributed.py --model sasrec --n-users 200 --set epochs=2 --seeds 0   # a quick check
+    # the largest size of benchmarks/scaling.py, with the large-catalogue loss:
+    python benchmarks/distributed.py --data catalogue --n-users 30000 --n-items 25000 --n-interactions 300000 \
+        --set loss=sampled --set epochs=3 --seeds 0 --out benchmarks/results/distributed_2core_cpu.jsonl
 
 On a CPU each process gets ``cores / processes`` threads (``--threads`` overrides), so 1 and 2 processes use
 the same cores. Timings are only meaningful on a quiet machine: the 1-minute load average is recorded.
@@ -48,10 +51,10 @@ def worker(args: argparse.Namespace) -> None:
     """One rank: fit with early stopping, evaluate on the test item, rank 0 prints a JSON line."""
     device = distributed.init()
     torch.set_num_threads(args.threads)
-    encoded, _, _, _ = distributed.load_data("planted", args.n_users, args.n_items, args.data_seed)
+    encoded, _, _, _ = distributed.load_data(args.data, args.n_users, args.n_items, args.data_seed, args.n_interactions)
     split = temporal_leave_one_out(encoded)
     overrides = {**distributed.config_overrides(args.model, args.set), "seed": args.seed}
-    model = distributed.build_model(args.model, "planted", overrides, device)
+    model = distributed.build_model(args.model, args.data, overrides, device)
     sizes = (split.n_users, split.n_items) + ((4,) if model.context_aware else ())
     model.fit(split.train, *sizes, valid=split.valid)
     history = model.history_
@@ -75,7 +78,18 @@ def worker(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, processes: int, seed: int) -> dict:
     """Launch one run on ``processes`` ranks; its JSON line."""
     threads = args.threads or max(1, (os.cpu_count() or 1) // processes)
-    data = ["--n-users", str(args.n_users), "--n-items", str(args.n_items), "--data-seed", str(args.data_seed)]
+    data = [
+        "--data",
+        args.data,
+        "--n-users",
+        str(args.n_users),
+        "--n-items",
+        str(args.n_items),
+        "--n-interactions",
+        str(args.n_interactions),
+        "--data-seed",
+        str(args.data_seed),
+    ]
     overrides = [a for pair in args.set for a in ("--set", pair)]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                str(Path(__file__).resolve()), "--worker", "--model", args.model, "--seed", str(seed),
@@ -109,8 +123,16 @@ def summary(runs: list[dict], processes: list[int]) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=distributed.MODELS, default="sasrec")
-    parser.add_argument("--n-users", type=int, default=20000, help="planted users (each has 40 clicks)")
+    parser.add_argument(
+        "--data",
+        choices=["planted", "catalogue"],
+        default="planted",
+        help="planted (each user 40 clicks) or catalogue (large, sparse, long-tailed)",
+    )
+    parser.add_argument("--n-users", type=int, default=20000)
     parser.add_argument("--n-items", type=int, default=2000)
+    parser.add_argument("--n-interactions", type=int, default=0, help="catalogue draws (default: 10 per user)")
+    parser.add_argument("--out", type=Path, default=None, help="also append the JSON lines to this file")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (paired by seed)")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
@@ -125,9 +147,18 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         for n in args.processes:
             runs.append(run(args, n, seed))
-            print(json.dumps(runs[-1]), flush=True)
+            emit(runs[-1], args.out)
     for line in summary(runs, args.processes):
-        print(json.dumps(line), flush=True)
+        emit(line, args.out)
+
+
+def emit(line: dict, out: Path | None) -> None:
+    """Print one JSON line (and append it to ``out``)."""
+    text = json.dumps(line)
+    print(text, flush=True)
+    if out is not None:
+        with out.open("a") as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from .data import TIME_OF_DAY, make_planted_data
+from .data import TIME_OF_DAY, make_catalogue_data, make_planted_data
 from .ids import check_ids
 from .models import CLICKS_ML100K, PLANTED_CLICKS, CPModel, Recommender, SASRec, as_index
 from .ranking import batch_rows
@@ -172,23 +172,34 @@ def publish(
     return {"db": store.location, "rows": len(result.lists), "top_k_s": seconds, "generated_at": stamp}
 
 
-def load_data(data: str = "planted", n_users: int = 300, n_items: int = 90, seed: int = 0):
+def load_data(data: str = "planted", n_users: int = 300, n_items: int = 90, seed: int = 0, n_interactions: int = 0):
     """Encoded interactions with a ``context_id``, the id maps and item details for the store.
 
     ``data``: ``"planted"`` (:func:`recsys_tutorial.data.make_planted_data` with ``n_users``, ``n_items``
-    and ``seed``), or ``"100k"`` / ``"1m"`` (MovieLens). Returns ``(encoded, users, items, item_details)``.
+    and ``seed``), ``"catalogue"`` (:func:`recsys_tutorial.data.make_catalogue_data`: large, sparse and
+    long-tailed, with ``n_interactions`` draws, default 10 per user), or ``"100k"`` / ``"1m"`` (MovieLens).
+    Returns ``(encoded, users, items, item_details)``.
     """
     if data in ("100k", "1m"):
         return load_ratings(data)
+    if data == "catalogue":
+        drawn = make_catalogue_data(
+            n_users=n_users, n_items=n_items, n_interactions=n_interactions or 10 * n_users, seed=seed
+        )
+        kind = drawn.items.assign(category=drawn.items["topic"].map("topic {}".format))[["item_id", "category"]]
+        return (*encode_ids(drawn.interactions), _details(kind))
     if data != "planted":
-        raise ValueError(f"unknown data {data!r}: choose 'planted', '100k' or '1m'")
+        raise ValueError(f"unknown data {data!r}: choose 'planted', 'catalogue', '100k' or '1m'")
     planted = make_planted_data(n_users=n_users, n_items=n_items, seed=seed)
-    encoded, users, items = encode_ids(planted.interactions)
-    details = pd.DataFrame({
-        "item_id": planted.items["item_id"], "title": [f"{c} item {i}" for i, c in planted.items.to_numpy()],
-        "year": None, "genres": [(c,) for c in planted.items["category"]],
+    return (*encode_ids(planted.interactions), _details(planted.items))
+
+
+def _details(kinds: pd.DataFrame) -> pd.DataFrame:
+    """Item details for the store from ``item_id, category`` rows: a made-up title and the category as genre."""
+    return pd.DataFrame({
+        "item_id": kinds["item_id"], "title": [f"{c} item {i}" for i, c in kinds[["item_id", "category"]].to_numpy()],
+        "year": None, "genres": [(str(c),) for c in kinds["category"]],
     })  # fmt: skip
-    return encoded, users, items, details
 
 
 def load_model(path: str | Path, device: torch.device | str) -> tuple[str, Recommender, IdMap, IdMap]:
@@ -242,7 +253,9 @@ def config_overrides(model: str, pairs: Sequence[str]) -> dict:
 
 
 def _train(args: argparse.Namespace, device: torch.device) -> dict:
-    encoded, users, items, details = load_data(args.data, args.n_users, args.n_items, args.data_seed)
+    encoded, users, items, details = load_data(
+        args.data, args.n_users, args.n_items, args.data_seed, args.n_interactions
+    )
     model = build_model(args.model, args.data, config_overrides(args.model, args.set), device, args.progress)
     model, history = _fit(model, encoded, len(users), len(items), args.valid)
     record = {
@@ -277,10 +290,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train SASRec or CP data-parallel; optionally save and publish top-K")
     train.add_argument("--model", choices=MODELS, required=True)
-    train.add_argument("--data", default="planted", help="planted, 100k or 1m")
-    train.add_argument("--n-users", type=int, default=300, help="planted data only")
-    train.add_argument("--n-items", type=int, default=90, help="planted data only")
-    train.add_argument("--data-seed", type=int, default=0, help="planted data only")
+    train.add_argument("--data", default="planted", help="planted, catalogue (large, long-tailed), 100k or 1m")
+    train.add_argument("--n-users", type=int, default=300, help="planted and catalogue data only")
+    train.add_argument("--n-items", type=int, default=90, help="planted and catalogue data only")
+    train.add_argument("--n-interactions", type=int, default=0, help="catalogue data (default: 10 per user)")
+    train.add_argument("--data-seed", type=int, default=0, help="planted and catalogue data only")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="config override")
     train.add_argument("--valid", action="store_true", help="choose the epochs on held-out items, then refit")
     train.add_argument("--save", default=None, help="rank 0 saves the fitted model here")

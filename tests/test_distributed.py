@@ -35,6 +35,9 @@ TRAIN_RUNS = {
                "--set", "batch_size=16"],
     "sasrec_bce": ["--model", "sasrec", "--set", "dropout=0", "--set", "dim=16", "--set", "max_len=8",
                    "--set", "batch_size=16", "--set", "loss=bce"],
+    # the large-catalogue loss: negatives shared by the whole global batch, drawn alike on every rank
+    "sasrec_sampled": ["--model", "sasrec", "--set", "dropout=0", "--set", "dim=16", "--set", "max_len=8",
+                       "--set", "batch_size=16", "--set", "loss=sampled", "--set", "n_negatives=24"],
     # 1,600 clicks in batches of 533: the last batch has one row, fewer than the ranks (it runs on both)
     "cp": ["--model", "cp", "--set", "batch_size=533"],
 }  # fmt: skip

@@ -186,8 +186,14 @@ def proposal(item_counts: torch.Tensor, alpha: float) -> torch.Tensor:
     return (weights / weights.sum()).float()  # (n_items,)
 
 
-def draw_negatives(q: torch.Tensor, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """``n`` item indices drawn with replacement from the distribution ``q`` (on the CPU, with ``generator``)."""
+def draw_negatives(q: torch.Tensor, n: int, generator=None, device=None) -> torch.Tensor:
+    """``n`` item indices drawn with replacement from the distribution ``q`` (on the CPU, with ``generator``).
+
+    Under ``torch.distributed`` the loop passes a :class:`~recsys_tutorial.training.ShardDraws`: the negatives
+    are shared by every position of the *global* batch, so every rank draws the same ones from the shared
+    generator (which then advances identically everywhere, as on one process).
+    """
+    generator = getattr(generator, "generator", generator)  # a ShardDraws' shared generator, or the generator
     return torch.multinomial(q.cpu(), n, replacement=True, generator=generator).to(device)
 
 
