@@ -76,9 +76,9 @@ class SASRecConfig:
     # "ce": softmax over all items; "bce": one sampled negative per position (SASRec); "sampled": softmax over the
     # target and n_negatives items drawn from a proposal q, logits corrected by -log q (for large catalogues)
     loss: str = "ce"
-    # "sampled": negatives per batch, shared by every position of the batch. On 15,000 users x 12,000 items
-    # (benchmarks/results/scaling_sampled_sweep_2core_cpu.jsonl), after 8 epochs 1,024 came within 3% of the full
-    # softmax's validation NDCG@10 in under a third of its CPU seconds per epoch; 256 stayed 8% below.
+    # "sampled": negatives per batch, shared by every position of the batch. Chosen on validation NDCG@10 against the
+    # full softmax at the same epochs in benchmarks/results/scaling_sampled_sweep_2core_cpu.jsonl: the smallest count
+    # that came within 5% of it, at a fraction of its CPU time per epoch.
     n_negatives: int = 1024
     # "sampled": q(i) is proportional to (training count of i + 1) ** proposal_alpha; 0 gives the uniform proposal.
     # Popular items are the hard negatives a uniform draw almost never picks from a long tail.
