@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from ..config import merge_config
+from ..evaluation import evaluate_ranking
 from ..ids import check_ids
 from ..ranking import batch_rows, top_k_batch
 from ..splits import seen_items
@@ -146,6 +147,17 @@ class Recommender:
     def _init_kwargs(self) -> dict:
         """Constructor arguments besides the config that :meth:`refit` passes on (e.g. an initialisation)."""
         return {}
+
+    def _ndcg_validator(self, valid: pd.DataFrame | None):
+        """What early stopping reads: ``valid``'s NDCG@10 under full ranking, seen items excluded (None: no valid).
+
+        The context column is passed to models that use context, so each validation item is ranked for the time
+        of day it happened at.
+        """
+        if valid is None:
+            return None
+        context = getattr(self.config, "context", None) if self.uses_context else None
+        return lambda: evaluate_ranking(self, valid, self.seen_, context=context)["NDCG@10"]
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "history_"):

@@ -24,7 +24,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..evaluation import evaluate_ranking
 from ..ids import check_ids
 from ..training import GradientSteps, History, minibatches, run_epochs, sample_negatives
 from .base import Recommender, as_index
@@ -186,7 +185,7 @@ class ContextFactorModel(Recommender, abstract=True):
                     return float((self._triples(u, i, c) - r).pow(2).mean().sqrt())
 
             return rmse
-        return lambda: evaluate_ranking(self, valid, self.seen_, context=self.config.context)["NDCG@10"]
+        return self._ndcg_validator(valid)
 
     def _triples(self, users, items, contexts) -> torch.Tensor:
         """Scores of (user, item, context) triples; ``items`` may be (B,) or (B, K) with users/contexts (B,)."""

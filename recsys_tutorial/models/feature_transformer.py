@@ -45,7 +45,6 @@ import torch
 from torch import nn
 
 from ..data.features import Features
-from ..evaluation import evaluate_ranking
 from ..ids import check_ids
 from ..sequences import PAD, left_pad
 from ..splits import chronological
@@ -247,13 +246,8 @@ class FeatureTransformer(Recommender):
             self.net_.id_keep.fill_(True)
             return total / len(users)
 
-        context = cfg.context if self.uses_context else None
-
-        def validate() -> float:
-            return evaluate_ranking(self, valid, self.seen_, context=context)["NDCG@10"]
-
         history = run_epochs(
-            run_epoch, cfg.epochs, None if valid is None else validate, module=self.net_, patience=cfg.patience,
+            run_epoch, cfg.epochs, self._ndcg_validator(valid), module=self.net_, patience=cfg.patience,
             desc="FeatureTransformer", progress=self.progress, metric="NDCG@10",
         )  # fmt: skip
         self.net_.eval()

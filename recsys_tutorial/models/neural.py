@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..evaluation import evaluate_ranking
 from ..ids import check_ids
 from ..training import History, minibatches, run_epochs, sample_negatives
 from .base import Recommender, as_index
@@ -126,13 +125,8 @@ class MLPScorer(Recommender):
                 total += loss.item() * len(batch)
             return total / len(users)
 
-        context = cfg.context if self.uses_context else None
-
-        def validate() -> float:
-            return evaluate_ranking(self, valid, self.seen_, context=context)["NDCG@10"]
-
         history = run_epochs(
-            run_epoch, cfg.epochs, None if valid is None else validate, module=self.net_, patience=cfg.patience,
+            run_epoch, cfg.epochs, self._ndcg_validator(valid), module=self.net_, patience=cfg.patience,
             desc="MLP", progress=self.progress, metric="NDCG@10",
         )  # fmt: skip
         self.net_.eval()

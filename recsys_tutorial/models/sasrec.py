@@ -45,7 +45,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..evaluation import evaluate_ranking
 from ..ids import check_ids
 from ..ranking import batch_rows
 from ..sequences import PAD, left_pad
@@ -309,9 +308,8 @@ class SASRec(Recommender):
                 total += steps.step(batch_loss, x, u, y, draws) * len(batch)
             return total / len(users)
 
-        validate = None if valid is None else (lambda: evaluate_ranking(self, valid, self.seen_)["NDCG@10"])
         history = run_epochs(
-            run_epoch, cfg.epochs, validate, module=self.net_, patience=cfg.patience,
+            run_epoch, cfg.epochs, self._ndcg_validator(valid), module=self.net_, patience=cfg.patience,
             desc=f"SASRec ({cfg.loss})", progress=self.progress, metric="NDCG@10",
         )  # fmt: skip
         self.net_.eval()
